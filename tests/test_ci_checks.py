@@ -1,0 +1,76 @@
+"""The sync check that CI runs: it passes on the repository and fails on each kind of drift."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHECK = REPO / '.ci' / 'check_sync.py'
+
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    dst = tmp_path / 'repo'
+    dst.mkdir()
+    for name in ('settings.ini', 'README.md', 'nbs', 'mlwork', '.ci'):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns('__pycache__', '*.parquet'))
+        else:
+            shutil.copy2(src, dst / name)
+    return dst
+
+
+def check(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CHECK), str(root)], capture_output=True, text=True, timeout=300)
+
+
+def edit_notebook(path: Path, fn) -> None:
+    nb = json.loads(path.read_text())
+    fn(nb)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
+
+
+def test_repository_is_in_sync(repo_copy):
+    r = check(repo_copy)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_unexported_notebook_edit_fails_then_export_fixes_it(repo_copy):
+    def add_function(nb):
+        cell = next(c for c in nb['cells'] if c['cell_type'] == 'code' and c['source'] and c['source'][0].startswith('#| export')
+                    and any('def html_table' in l for l in c['source']))
+        cell['source'][-1] += '\n\ndef added_in_notebook_only() -> int:\n    return 1'
+    edit_notebook(repo_copy / 'nbs' / '02_report.ipynb', add_function)
+    r = check(repo_copy)
+    assert r.returncode == 1
+    assert 'mlwork/ is out of sync with nbs/' in r.stdout and '+def added_in_notebook_only' in r.stdout
+    subprocess.run([str(Path(sys.executable).parent / 'nbdev_export')], cwd=repo_copy, check=True, capture_output=True)
+    assert check(repo_copy).returncode == 0
+
+
+def test_hand_edit_of_library_fails(repo_copy):
+    lib = repo_copy / 'mlwork' / 'core.py'
+    lib.write_text(lib.read_text() + '\nHAND_EDIT = True\n')
+    r = check(repo_copy)
+    assert r.returncode == 1 and '-HAND_EDIT = True' in r.stdout
+
+
+def test_unclean_notebook_fails(repo_copy):
+    def dirty(nb):
+        nb['cells'][1]['execution_count'] = 7
+        nb['metadata']['widgets'] = {'state': {}}
+    edit_notebook(repo_copy / 'nbs' / '00_core.ipynb', dirty)
+    r = check(repo_copy)
+    assert r.returncode == 1 and 'notebooks are not clean' in r.stdout
+
+
+def test_stale_readme_fails(repo_copy):
+    (repo_copy / 'README.md').write_text((repo_copy / 'README.md').read_text() + '\nhand edit\n')
+    r = check(repo_copy)
+    assert r.returncode == 1 and 'README.md is out of sync with nbs/index.ipynb' in r.stdout

@@ -1,0 +1,138 @@
+"""The real `mlwork` executable: help, init, datasets, demo, and how it fails on bad input."""
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+
+def assert_one_line_error(r, code=2, contains=None):
+    assert r.code == code, (r.code, r.out, r.err)
+    assert 'Traceback' not in r.err
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1, r.err
+    assert lines[0].startswith('error: ')
+    if contains:
+        assert contains in lines[0], lines[0]
+
+
+def test_help_lists_commands_and_exit_codes(cli):
+    r = cli('--help')
+    assert r.code == 0
+    for word in ('init', 'demo', 'datasets', 'exit codes:', '130'):
+        assert word in r.out
+    assert cli('--version').out.startswith('mlwork ')
+    assert cli('datasets', 'export', '--help').code == 0
+
+
+def test_no_command_prints_help_and_exits_2(cli):
+    r = cli()
+    assert r.code == 2 and 'usage: mlwork' in r.out
+
+
+@pytest.mark.parametrize('args, contains', [
+    (['bogus'], "invalid choice: 'bogus'"),
+    (['init', '--bogus'], 'unrecognized arguments: --bogus'),
+    (['demo', '--rows', 'ten'], "expected an integer, got 'ten'"),
+    (['demo', '--rows', '5'], 'expected an integer >= 1000, got 5'),
+    (['datasets', 'export', 'credit'], 'the following arguments are required: OUT'),
+    (['datasets', 'export', 'iris', 'x.csv'], "The 'name' parameter of load_dataset must be one of acs, credit"),
+    (['datasets', 'export', 'credit', 'x.xlsx'], "The 'format' parameter of export_dataset"),
+    (['datasets', 'export', 'credit', 'x.csv', '--bias', '2'], 'expected a number in [0, 1], got 2.0'),
+    (['datasets', 'export', 'credit', 'x.csv', '--drift', 'income'], '--drift expects FEATURE[,FEATURE]:MAGNITUDE'),
+    (['datasets', 'export', 'credit', 'x.csv', '--drift', 'salary:0.5'], 'salary'),
+    (['datasets', 'export', 'acs', 'x.csv', '--years', '2020'], "The 'years' parameter of load_acs"),
+    (['datasets', 'export', 'acs', 'x.csv', '--pii'], "takes --rows and --years only"),
+    (['datasets', 'show', 'iris'], "unknown dataset 'iris'"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(cli, tmp_path, args, contains):
+    r = cli(*args)
+    assert_one_line_error(r, 2, contains)
+    assert not (tmp_path / 'x.csv').exists()
+
+
+def test_errors_are_json_too_when_asked(cli):
+    r = cli('datasets', 'export', 'iris', 'x.csv', '--json')
+    assert r.code == 2
+    body = r.json()
+    assert body['ok'] is False and body['exit_code'] == 2 and 'iris' in body['error']
+
+
+def test_init_is_idempotent_and_keeps_edited_config(cli, tmp_path):
+    first = cli('init', '--home', 'ws', '--json')
+    assert first.code == 0, first.err
+    d = first.json()
+    assert d['root'] == str(tmp_path / 'ws') and len(d['created']) >= 2
+    cfg = tmp_path / 'ws' / 'mlwork.toml'
+    cfg.write_text(cfg.read_text().replace('level = "INFO"', 'level = "DEBUG"'))
+    again = cli('init', '--home', 'ws', '--json')
+    assert again.code == 0 and again.json()['created'] == []
+    assert again.json()['config']['log_level'] == 'DEBUG'
+    assert 'level = "DEBUG"' in cfg.read_text()
+
+
+def test_init_uses_mlwork_home(cli, tmp_path):
+    r = cli('init', '--json', env={'MLWORK_HOME': str(tmp_path / 'home')})
+    assert r.code == 0 and r.json()['root'] == str(tmp_path / 'home')
+    r = cli('init', '--json')
+    assert r.json()['root'] == str(tmp_path / '.mlwork')
+
+
+def test_init_refuses_malformed_config_without_touching_it(cli, tmp_path):
+    (tmp_path / 'ws').mkdir()
+    bad = '[stores\ndata = "x"\n'
+    (tmp_path / 'ws' / 'mlwork.toml').write_text(bad)
+    r = cli('init', '--home', 'ws')
+    assert_one_line_error(r, 2, 'is not valid TOML')
+    assert (tmp_path / 'ws' / 'mlwork.toml').read_text() == bad
+    (tmp_path / 'ws' / 'mlwork.toml').write_text('[compute]\nbackend = "spark"\n')
+    assert_one_line_error(cli('init', '--home', 'ws'), 2, "[compute] backend must be one of 'local', 'dask'. Found 'spark'")
+
+
+def test_init_refuses_a_foreign_folder(cli, tmp_path):
+    (tmp_path / 'mine').mkdir()
+    (tmp_path / 'mine' / 'notes.txt').write_text('keep me')
+    assert_one_line_error(cli('init', '--home', 'mine'), 2, 'the folder is not empty')
+    assert (tmp_path / 'mine' / 'notes.txt').read_text() == 'keep me'
+    assert sorted(p.name for p in (tmp_path / 'mine').iterdir()) == ['notes.txt']
+
+
+def test_datasets_list_and_show(cli):
+    r = cli('datasets', 'list', '--json')
+    assert r.code == 0
+    names = [d['name'] for d in r.json()['datasets']]
+    assert names[:1] == ['acs'] and {'credit', 'fraud', 'demand'} <= set(names)
+    assert 'acs' in cli('datasets', 'list').out
+    s = cli('datasets', 'show', 'acs', '--json').json()
+    assert s['target'] == 'employed' and s['schema']['AGEP'] == 'Float64' and s['rows'] == 277_677
+
+
+@pytest.mark.parametrize('fmt', ['parquet', 'csv'])
+def test_datasets_export_roundtrip(cli, tmp_path, fmt):
+    r = cli('datasets', 'export', 'fraud', f'f.{fmt}', '--rows', '5000', '--seed', '7', '--json')
+    assert r.code == 0, r.err
+    d = r.json()
+    df = pl.read_parquet(tmp_path / 'f.parquet') if fmt == 'parquet' else pl.read_csv(tmp_path / 'f.csv')
+    assert df.height == d['rows'] == 5000 and df.width == d['columns']
+    # the same seed gives the same bytes
+    r2 = cli('datasets', 'export', 'fraud', f'g.{fmt}', '--rows', '5000', '--seed', '7', '--json')
+    assert r2.json()['sha256'] == d['sha256']
+
+
+def test_export_with_faults_and_acs_years(cli, tmp_path):
+    r = cli('datasets', 'export', 'credit', 'c.parquet', '--rows', '20000', '--pii', '--corrupt', '0.01',
+            '--drift', 'income:1.0@2024-07-01', '--bias', '0.1', '--json')
+    assert r.code == 0, r.err
+    df = pl.read_parquet(tmp_path / 'c.parquet')
+    assert {'name', 'email', 'phone', 'card_number'} <= set(df.columns)
+    r = cli('datasets', 'export', 'acs', 'a.csv', '--years', '2015', '2016', '--json')
+    assert r.code == 0 and r.json()['rows'] == 68_785 + 69_126
+
+
+def test_export_refuses_to_overwrite(cli, tmp_path):
+    (tmp_path / 'x.csv').write_text('precious\n')
+    assert_one_line_error(cli('datasets', 'export', 'credit', 'x.csv'), 2, 'already exists')
+    assert (tmp_path / 'x.csv').read_text() == 'precious\n'
+    assert cli('datasets', 'export', 'credit', 'x.csv', '--rows', '10', '--overwrite').code == 0
+    assert pl.read_csv(tmp_path / 'x.csv').height == 10
