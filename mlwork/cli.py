@@ -222,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(EXIT_USAGE, str(e))
     except MlworkError as e:
         return fail(EXIT_USAGE, str(e))
+    except OSError as e:  # the machine said no (permissions, full disk, a file where a folder should be)
+        where = f": {e.filename}" if getattr(e, 'filename', None) else ''
+        return fail(EXIT_USAGE, f"{e.strerror or e}{where}")
     except KeyboardInterrupt:
         return fail(EXIT_INTERRUPTED, 'interrupted')
     except SystemExit as e:  # --help and --version

@@ -202,6 +202,10 @@ def export_dataset(
     if path.is_dir():
         msg = f"{path} is a folder; give a file path such as {path / (name + '.' + fmt)}."
         raise InvalidParameter(msg)
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        msg = f"Cannot write {path}: {blocker} is a file, not a folder."
+        raise InvalidParameter(msg)
     df = load_dataset(name, **load_kw)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
