@@ -14,11 +14,8 @@ for o in expected:
     assert o in cfg, f'missing expected setting in settings.ini: {o}'
 setup_cfg = {o: cfg[o] for o in cfg_keys}
 
-licenses = {
-    'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License'),
-    'mit': ('MIT License', 'OSI Approved :: MIT License'),
-    'bsd3': ('BSD License', 'OSI Approved :: BSD License'),
-}
+# settings.ini's nbdev licence names as SPDX expressions (setuptools deprecates licence classifiers).
+licenses = {'apache2': 'Apache-2.0', 'mit': 'MIT', 'bsd3': 'BSD-3-Clause'}
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
 # nbdev 2's template stops at 3.10; mlwork supports 3.11 and 3.12 (whylogs ships wheels up to 3.12).
 py_versions = '3.11 3.12'.split()
@@ -27,19 +24,20 @@ def reqs(key: str) -> list[str]:
     return shlex.split(cfg.get(key, '') or '')
 
 min_python = cfg['min_python']
-lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
+lic = licenses.get(cfg['license'].lower(), cfg['license'])
 
 setuptools.setup(
     name=cfg['lib_name'],
-    license=lic[0],
+    license=lic,
+    license_files=['LICENSE'],
     classifiers=[
         'Development Status :: ' + statuses[int(cfg['status'])],
         'Intended Audience :: ' + cfg['audience'].title(),
         'Natural Language :: ' + cfg['language'].title(),
-    ] + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]]
-      + (['License :: ' + lic[1]] if lic[1] else []),
+    ] + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
+    # namespace discovery so the data and template folders are packaged as package data
+    packages=setuptools.find_namespace_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
     package_data={cfg['lib_path']: ['data/*', 'templates/*']},
     install_requires=reqs('requirements'),
