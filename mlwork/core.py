@@ -24,10 +24,10 @@ from typing import Any, Iterable
 __all__ = ['STORE_NAMES', 'DEFAULT_STORES', 'DEFAULT_CONFIG_TOML', 'LOG_LEVELS', 'CONFIG_FILE', 'MASK', 'MlworkError',
            'ConfigError', 'InvalidParameter', 'DataError', 'ContractViolation', 'NotFound', 'ConflictError',
            'NotFittedError', 'SignatureError', 'PermissionDenied', 'param_error', 'atomic_write', 'sha256_file',
-           'utc_now', 'new_run_id', 'package_versions', 'code_version', 'environment_info', 'WorkspaceConfig',
-           'parse_config', 'uri_scheme', 'resolve_uri', 'is_local', 'workspace_root', 'Workspace', 'open_workspace',
-           'InitResult', 'init_workspace', 'redact', 'RedactingFilter', 'TextFormatter', 'JsonFormatter', 'get_logger',
-           'setup_logging', 'configure_logging']
+           'utc_now', 'new_run_id', 'kv_html', 'package_versions', 'code_version', 'environment_info',
+           'WorkspaceConfig', 'parse_config', 'uri_scheme', 'resolve_uri', 'is_local', 'workspace_root', 'Workspace',
+           'open_workspace', 'InitResult', 'init_workspace', 'redact', 'RedactingFilter', 'TextFormatter',
+           'JsonFormatter', 'get_logger', 'setup_logging', 'configure_logging']
 
 # %% ../nbs/00_core.ipynb #eb75b8bd
 class MlworkError(Exception):
@@ -115,6 +115,14 @@ def new_run_id(prefix: str = 'run') -> str:
     return f"{prefix}-{utc_now():%Y%m%dT%H%M%SZ}-{os.urandom(3).hex()}"
 
 # %% ../nbs/00_core.ipynb #641ca0ac
+def kv_html(mapping: dict[str, Any], title: str | None = None) -> str:
+    "A small two-column HTML table, for the `_repr_html_` of results in this layer."
+    import html
+    rows = ''.join(f'<tr><th style="text-align:left">{html.escape(str(k))}</th><td style="text-align:left">{html.escape(str(v))}</td></tr>'
+                   for k, v in mapping.items())
+    head = f'<b>{html.escape(title)}</b>' if title else ''
+    return f'<div>{head}<table>{rows}</table></div>'
+
 def package_versions(names: Iterable[str]) -> dict[str, str | None]:
     "Installed version of each distribution in `names` (None when not installed)."
     out = {}
@@ -318,6 +326,10 @@ class Workspace:
         return {'root': str(self.root), 'config': self.config.to_dict(),
                 'stores': {s: self.uri(s) for s in STORE_NAMES}}
 
+    def _repr_html_(self) -> str:
+        return kv_html({'root': self.root, **{f'store: {s}': self.uri(s) for s in STORE_NAMES},
+                        'compute': self.config.compute_backend, 'device': self.config.device}, 'mlwork workspace')
+
 def _read_config(root: Path) -> WorkspaceConfig:
     f = root / CONFIG_FILE
     if not f.exists():
@@ -346,6 +358,10 @@ class InitResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.workspace.to_dict(), 'created': self.created}
+
+    def _repr_html_(self) -> str:
+        what = f"created {len(self.created)} path(s)" if self.created else 'already initialised, left as it was'
+        return f'<p>{what}</p>' + self.workspace._repr_html_()
 
 def init_workspace(
     root: str | Path | None = None,  # Workspace folder; default `$MLWORK_HOME` or `./.mlwork`

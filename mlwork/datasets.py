@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from .core import DataError, InvalidParameter, NotFound, param_error, sha256_file
+from .core import InvalidParameter, kv_html, param_error, sha256_file
 from .synthetic import GENERATORS, SyntheticData, generate
 
 # %% auto #0
@@ -123,6 +123,9 @@ class DatasetInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def _repr_html_(self) -> str:
+        return kv_html(self.to_dict(), f'dataset {self.name}')
+
 def _synthetic_info(name: str) -> DatasetInfo:
     sample = generate(name, n_rows=10, seed=0)
     doc = (GENERATORS[name].__doc__ or '').strip().splitlines()[0]
@@ -178,6 +181,9 @@ class ExportResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def _repr_html_(self) -> str:
+        return kv_html(self.to_dict(), f'exported {self.name}')
 
 def _csv_ready(df: pl.DataFrame) -> pl.DataFrame:
     # CSV has no nested or categorical types: write categories as their labels.

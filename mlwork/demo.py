@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from .core import (atomic_write, environment_info, get_logger, init_workspace, new_run_id,
+from .core import (atomic_write, environment_info, get_logger, init_workspace, kv_html, new_run_id,
                          param_error, sha256_file, utc_now)
 from .datasets import (ACS_PRODUCTION_YEARS, ACS_REFERENCE_YEAR, ACS_TARGET, acs_path, acs_windows,
                              load_acs)
@@ -40,6 +40,12 @@ class DemoResult:
     def to_dict(self) -> dict[str, Any]:
         return {'run_id': self.run_id, 'workspace': self.workspace, 'report': self.report,
                 'manifest': self.manifest, 'seconds': round(self.seconds, 2), 'summary': self.summary}
+
+    def _repr_html_(self) -> str:
+        import html
+        link = f'<a href="{html.escape(Path(self.report).as_uri())}" target="_blank">{html.escape(self.report)}</a>'
+        return (f'<p>demo <code>{html.escape(self.run_id)}</code> finished in {self.seconds:.1f} s. '
+                f'Report: {link}</p>' + kv_html({'workspace': self.workspace, 'manifest': self.manifest}))
 
 def _steps(total: int, progress: bool):
     from tqdm.auto import tqdm
