@@ -13,11 +13,13 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .core import MlworkError, configure_logging, init_workspace, open_workspace, setup_logging, workspace_root
+import polars as pl
+
+from .core import MlworkError, init_workspace, open_workspace, setup_logging
 
 # %% auto #0
 __all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_INTERNAL', 'EXIT_INTERRUPTED', 'EXIT_CODES_HELP', 'UsageError',
-           'build_parser', 'main']
+           'CommandFailed', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #a20b8fa8
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -31,6 +33,12 @@ EXIT_CODES_HELP = '''exit codes:
 
 class UsageError(MlworkError, ValueError):
     "Bad command-line usage; printed as one line, exit code 2."
+
+class CommandFailed(Exception):
+    "The command ran and its result is a failure (exit code 1); carries the result to print."
+    def __init__(self, result: dict, text: str):
+        super().__init__(text)
+        self.result, self.text = result, text
 
 class _Parser(argparse.ArgumentParser):
     "An ArgumentParser whose errors are one line and exit with code 2 (argparse prints usage too)."
@@ -109,7 +117,108 @@ def _cmd_datasets_export(args: argparse.Namespace) -> tuple[Any, str]:
     res = export_dataset(args.name, args.out, format=args.format, overwrite=args.overwrite, **kw)
     return res.to_dict(), f"wrote {res.rows:,} rows × {res.columns} columns of {res.name} to {res.path} ({res.format}, {res.bytes:,} bytes, sha256 {res.sha256[:12]}…)"
 
-# %% ../nbs/90_cli.ipynb #4b61492c
+# %% ../nbs/90_cli.ipynb #10f03094
+def _store(args: argparse.Namespace):
+    from mlwork.store import DatasetStore
+    return DatasetStore.from_workspace(open_workspace(args.home))
+
+def _cmd_ingest(args: argparse.Namespace) -> tuple[Any, str]:
+    v = _store(args).ingest(args.name, args.file, mode=args.mode, schema_policy=args.schema_policy,
+                            message=args.message, user=args.user)
+    return v.to_dict(), (f"{v.ref}: {v.operation} of {v.rows:,} rows × {len(v.columns)} columns, "
+                         f"sha256 {(v.content_hash or '')[:12]}…" + (f", new columns {list(v.added_columns)}" if v.added_columns else ''))
+
+def _cmd_history(args: argparse.Namespace) -> tuple[Any, str]:
+    h = _store(args).history(args.name)
+    rows = h.with_columns(pl_ts=h['timestamp'].dt.strftime('%Y-%m-%d %H:%M:%S')).to_dicts()
+    lines = [f"{'version':>7}  {'when (UTC)':<19}  {'operation':<9}  {'rows':>11}  {'user':<10}  message"]
+    lines += [f"{r['version']:>7}  {r['pl_ts']:<19}  {r['operation'] or '':<9}  {r['rows'] if r['rows'] is not None else '-':>11}  "
+              f"{(r['user'] or '')[:10]:<10}  {r['message'] or ''}" for r in rows]
+    return {'dataset': args.name, 'versions': [{k: v for k, v in r.items() if k != 'pl_ts'} for r in rows]}, '\n'.join(lines)
+
+# %% ../nbs/90_cli.ipynb #89203791
+def _load_source(source: str, home: str | None) -> tuple[pl.DataFrame, str]:
+    "A batch from a file path, or from `name[@version]` in the workspace store."
+    from mlwork.store import load_batch, parse_ref
+    if Path(source).suffix.lower() in ('.parquet', '.csv') or Path(source).exists():
+        frame, _ = load_batch(source)
+        return frame, source
+    ref = parse_ref(source)
+    store = _store(argparse.Namespace(home=home))
+    return store.read(ref.name, version=ref.version), str(ref)
+
+def _cmd_contract_infer(args: argparse.Namespace) -> tuple[Any, str]:
+    from mlwork.validate import infer_contract
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out} already exists; pass --overwrite to replace it")
+    frame, where = _load_source(args.source, args.home)
+    c = infer_contract(frame, key=args.key, time_column=args.time_column, name=args.name or Path(args.out).stem)
+    c.save(out)
+    return ({'contract': str(out.resolve()), 'source': where, 'rows': frame.height, 'columns': len(c.columns)},
+            f"wrote contract {c.name!r} ({len(c.columns)} columns, inferred from {frame.height:,} rows of {where}) to {out}")
+
+def _cmd_validate(args: argparse.Namespace) -> tuple[Any, str]:
+    from mlwork.store import quarantine_name
+    from mlwork.validate import Contract, validate
+    contract = Contract.load(args.contract)
+    frame, where = _load_source(args.source, args.home)
+    rep = validate(frame, contract)
+    s = rep.summary()
+    d: dict[str, Any] = {'source': where, **{k: v for k, v in s.items()}}
+    lines = [f"{where}: {s['rows']:,} rows, {s['valid_rows']:,} valid, {s['quarantined_rows']:,} quarantined — "
+             + ('BLOCKED' if rep.blocking else 'passed' + (' with warnings' if s.get('failed_warn') else ''))]
+    lines += [f"  {r['severity']:<5} {r['check']:<14} {r['column'] or '':<22} {r['failed_rows'] if r['failed_rows'] is not None else '':>9}  {r['detail']}"
+              for r in rep.failed.to_dicts()]
+    if args.dataset:
+        store = _store(args)
+        if rep.quarantine.height:
+            q = store.ingest(quarantine_name(args.dataset), rep.quarantine, message=f'quarantine of {where}')
+            d['quarantine_version'] = str(q.ref)
+            lines.append(f"  quarantined rows kept in {q.ref}")
+        if not rep.blocking and rep.valid.height:
+            v = store.ingest(args.dataset, rep.valid, message=f'valid rows of {where}')
+            d['dataset_version'] = str(v.ref)
+            lines.append(f"  valid rows stored as {v.ref}")
+        elif rep.blocking:
+            lines.append(f"  blocked: valid rows NOT stored in {args.dataset}; fix the batch or the contract and validate again")
+    if args.report:
+        d['report'] = str(rep.to_report(f'Validation of {where}').save(args.report))
+        lines.append(f"  report: {d['report']}")
+    if rep.blocking:
+        raise CommandFailed(d, '\n'.join(lines))
+    return d, '\n'.join(lines)
+
+# %% ../nbs/90_cli.ipynb #8b6a6616
+def _cmd_profile(args: argparse.Namespace) -> tuple[Any, str]:
+    from mlwork.profile import profile_frame, profile_path
+    from mlwork.store import parse_ref
+    is_file = Path(args.source).suffix.lower() in ('.parquet', '.csv') or Path(args.source).exists()
+    frame, where = _load_source(args.source, args.home)
+    prof = profile_frame(frame)
+    if args.out:
+        target = args.out
+    elif is_file:
+        raise UsageError('profiling a file needs --out FILE.bin (dataset versions are stored in the workspace)')
+    else:
+        ref = parse_ref(args.source)
+        store = _store(args)
+        version = ref.version if ref.version is not None else store.version(ref.name)
+        target = profile_path(open_workspace(args.home).uri('profiles'), ref.name, version)
+        where = f'{ref.name}@{version}'
+    path = prof.save(target)
+    d = {'source': where, 'profile': str(path), 'rows': prof.n_rows, 'columns': prof.columns}
+    if args.report:
+        d['report'] = str(prof.to_report(f'Profile of {where}').save(args.report))
+    summ = prof.summary()
+    lines = [f"profile of {where}: {prof.n_rows:,} rows × {len(prof.columns)} columns → {path}"]
+    lines += [f"  {r['column']:<24} {(r['dtype'] or '')[:10]:<10} nulls {r['nulls'] or 0:>9,}  distinct≈{(r['distinct_est'] or 0):>11,.0f}"
+              + (f"  median {r['p50']:.4g}" if r['p50'] is not None else '') for r in summ.to_dicts()]
+    if 'report' in d:
+        lines.append(f"  report: {d['report']}")
+    return d, '\n'.join(lines)
+
+# %% ../nbs/90_cli.ipynb #3c04f432
 def _int_arg(lo: int) -> Callable[[str], int]:
     def parse(s: str) -> int:
         try:
@@ -160,6 +269,59 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--seed', type=_int_arg(0), default=0, metavar='N', help='random seed (default: 0)')
     c.set_defaults(func=_cmd_demo)
 
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument('--home', metavar='DIR', help='workspace folder (default: $MLWORK_HOME, else ./.mlwork)')
+
+    c = sub.add_parser('ingest', parents=[common, home], formatter_class=fmt, help='add a batch to a versioned dataset',
+                       description='Ingest a Parquet or CSV file as a new version of a dataset in the workspace store '
+                                   '(Delta Lake). The write is atomic: on any error the previous version stays intact.')
+    c.add_argument('name', metavar='NAME', help='dataset name: lowercase letters, digits, _ - .')
+    c.add_argument('file', metavar='FILE', help='a .parquet or .csv file')
+    c.add_argument('--mode', choices=['append', 'overwrite'], default='append', help='append a batch (default) or replace the contents')
+    c.add_argument('--schema-policy', choices=['additive', 'strict'], default='additive',
+                   help='additive: new columns allowed (default); strict: any schema change refused')
+    c.add_argument('--message', metavar='TEXT', help='what this version is, for the history')
+    c.add_argument('--user', metavar='NAME', help='who wrote it (default: the login name)')
+    c.set_defaults(func=_cmd_ingest)
+
+    c = sub.add_parser('history', parents=[common, home], help="a dataset's versions: who wrote what, when",
+                       description="List a dataset's versions, newest first, with their content hashes.")
+    c.add_argument('name', metavar='NAME')
+    c.set_defaults(func=_cmd_history)
+
+    c = sub.add_parser('contract', formatter_class=fmt, help='infer a data contract (YAML) from good data',
+                       description='Data contracts: typed columns, nullability, ranges, categories, keys, row counts, freshness.')
+    csub = c.add_subparsers(dest='contract_command', metavar='ACTION', title='actions')
+    x = csub.add_parser('infer', parents=[common, home], formatter_class=fmt, help='infer a contract from a batch known to be good',
+                        description='Infer a contract from a file or a dataset version (NAME@VERSION) and write it as YAML '
+                                    'for people to review and edit.')
+    x.add_argument('source', metavar='SOURCE', help='a .parquet/.csv file, or NAME[@VERSION] in the workspace')
+    x.add_argument('-o', '--out', required=True, metavar='FILE', help='where to write the contract (.yaml)')
+    x.add_argument('--key', nargs='+', metavar='COL', help='columns that identify a row (checked for duplicates)')
+    x.add_argument('--time-column', metavar='COL', help='timestamp column for the freshness check')
+    x.add_argument('--name', help="the contract's name (default: the file name)")
+    x.add_argument('--overwrite', action='store_true', help='replace FILE if it exists')
+    x.set_defaults(func=_cmd_contract_infer)
+    c.set_defaults(func=None, parser=c)
+
+    c = sub.add_parser('validate', parents=[common, home], formatter_class=fmt, help='validate a batch against a contract; quarantine failing rows',
+                       description='Validate a batch against a contract. Every failing row gets its reasons; with --dataset, '
+                                   'failing rows go to NAME__quarantine and valid rows (unless blocked) become a new version of NAME.',
+                       epilog='exit codes: 0 no blocking failure, 1 a blocking check failed, 2 usage or bad input')
+    c.add_argument('source', metavar='SOURCE', help='a .parquet/.csv file, or NAME[@VERSION] in the workspace')
+    c.add_argument('--contract', required=True, metavar='FILE', help='the contract (.yaml)')
+    c.add_argument('--dataset', metavar='NAME', help='store valid rows in NAME and failing rows in NAME__quarantine')
+    c.add_argument('--report', metavar='FILE.html', help='write the validation report')
+    c.set_defaults(func=_cmd_validate)
+
+    c = sub.add_parser('profile', parents=[common, home], formatter_class=fmt, help='profile a dataset version or a file (whylogs format)',
+                       description='Write a mergeable whylogs profile (counts, types, quantile sketches, cardinality, frequent items). '
+                                   'A dataset version is stored next to it in the workspace; a file needs --out.')
+    c.add_argument('source', metavar='SOURCE', help='NAME[@VERSION] in the workspace, or a .parquet/.csv file')
+    c.add_argument('--out', metavar='FILE.bin', help='where to write the profile (default for datasets: the profiles store)')
+    c.add_argument('--report', metavar='FILE.html', help='write the profile report')
+    c.set_defaults(func=_cmd_profile)
+
     d = sub.add_parser('datasets', formatter_class=fmt, help='list, describe and export the bundled and synthetic datasets',
                        description='The dataset catalog: the bundled ACS employment data and the synthetic generators.')
     dsub = d.add_subparsers(dest='datasets_command', metavar='ACTION', title='actions')
@@ -190,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=None, parser=d)
     return p
 
-# %% ../nbs/90_cli.ipynb #66f80383
+# %% ../nbs/90_cli.ipynb #aff034ff
 def main(argv: Sequence[str] | None = None) -> int:
     "Run the `mlwork` command with `argv` (default: `sys.argv[1:]`); return the exit code."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -218,6 +380,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif text:
             print(text)
         return EXIT_OK
+    except CommandFailed as e:
+        if want_json:
+            _json_out({'ok': False, 'exit_code': EXIT_FAILED, **e.result})
+        else:
+            print(e.text)
+        return EXIT_FAILED
     except UsageError as e:
         return fail(EXIT_USAGE, str(e))
     except MlworkError as e:

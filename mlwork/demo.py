@@ -18,11 +18,14 @@ from .core import (atomic_write, environment_info, get_logger, init_workspace, k
                          param_error, sha256_file, utc_now)
 from .datasets import (ACS_PRODUCTION_YEARS, ACS_REFERENCE_YEAR, ACS_TARGET, acs_path, acs_windows,
                              load_acs)
+from .profile import profile_frame, profile_path
 from .report import Report, frame_schema, new_figure
+from .store import DatasetStore, history_html, quarantine_name
 from .synthetic import Drift, generate
+from .validate import infer_contract, validate
 
 # %% auto #0
-__all__ = ['log', 'DEMO_CREDIT_KNOBS', 'DemoResult', 'run_demo']
+__all__ = ['log', 'DEMO_CREDIT_KNOBS', 'DEMO_ROW_CHECKS_WARN', 'DemoResult', 'run_demo']
 
 # %% ../nbs/80_demo.ipynb #90766599
 log = get_logger('mlwork.demo')
@@ -155,7 +158,82 @@ def _credit_section(rep: Report, data) -> dict[str, Any]:
     return {'rows': f.height, 'columns': f.width, 'drifted_rows': drifted, 'outlier_rows': outliers,
             'corrupt_rows': corrupt, 'missing_values': nulls, 'pii_columns': pii}
 
-# %% ../nbs/80_demo.ipynb #ca5fab74
+# %% ../nbs/80_demo.ipynb #30be3744
+DEMO_ROW_CHECKS_WARN = ('type', 'not_null', 'finite', 'range', 'category', 'duplicate_key')
+
+def _versioned_data(ws, store: DatasetStore, ref: pl.DataFrame, windows: list, credit, rows: int, seed: int, run_id: str) -> dict[str, Any]:
+    "Ingest ACS and credit batches, infer a contract, validate, quarantine, record lineage, profile."
+    import dataclasses
+    user = 'mlwork-demo'
+    store.ingest('acs', ref.drop(ACS_TARGET), message=f'ACS {ACS_REFERENCE_YEAR} reference', user=user)
+    store.ingest('acs_labels', ref.select('id', 'year', ACS_TARGET), message=f'labels {ACS_REFERENCE_YEAR}', user=user)
+    for w in windows:
+        store.ingest('acs', w.features, message=f'ACS {w.year} production window', user=user)
+        store.ingest('acs_labels', w.labels, message=f'labels {w.year} (arrived late)', user=user)
+    reference = generate('credit', n_rows=rows, seed=seed + 1_000, start='2024-01-01', end='2024-06-30T23:59:59',
+                         missing=DEMO_CREDIT_KNOBS['missing'], pii=True)
+    ref_v = store.ingest('credit', reference.frame, message='clean reference batch (H1 2024)', user=user)
+    inferred = infer_contract(store.read('credit', version=ref_v.version), key=['id'], name='credit')
+    contract = dataclasses.replace(inferred, severity={**inferred.severity, **{c: 'warn' for c in DEMO_ROW_CHECKS_WARN}},
+                                   description='Loan applications, inferred from credit@0; row checks quarantine, batch checks block')
+    contract_path = contract.save(ws.root / 'contracts' / 'credit.yaml')
+    raw_v = store.ingest('credit_raw', credit.frame, message='raw production batch (2024)', user=user)
+    result = validate(store.read('credit_raw', version=raw_v.version), contract)
+    q_v = store.ingest(quarantine_name('credit'), result.quarantine, message=f'failing rows of {raw_v.ref}', user=user) if result.quarantine.height else None
+    valid_v = store.ingest('credit', result.valid, message=f'valid rows of {raw_v.ref}', user=user) if not result.blocking else None
+    details = {'contract': str(contract_path), 'run_id': run_id}
+    if valid_v:
+        store.record_lineage(valid_v.ref, [raw_v.ref], kind='validate', details=details, user=user)
+    if q_v:
+        store.record_lineage(q_v.ref, [raw_v.ref], kind='quarantine', details=details, user=user)
+    profiles = []
+    for name in ('acs', 'credit'):
+        for v in range(store.version(name) + 1):
+            prof = profile_frame(store.read(name, version=v))
+            path = prof.save(profile_path(ws.uri('profiles'), name, v))
+            profiles.append({'dataset': f'{name}@{v}', 'rows': prof.n_rows, 'columns': len(prof.columns), 'profile': str(path)})
+    # every injected corrupt row must be in quarantine, with a reason on the column that was corrupted
+    truth = credit.truth.filter(pl.col('corrupt').is_not_null()).select('id', pl.col('corrupt').cast(pl.String))
+    q = result.quarantine.select(pl.col('id').cast(pl.Int64), '_reasons')
+    reasons = (q.explode('_reasons').join(truth.with_columns(col=pl.col('corrupt').str.split(':').list.get(1)), on='id')
+                 .group_by('id').agg(pl.col('_reasons').str.starts_with(pl.col('col') + ':').any().alias('right_reason')))
+    found = (truth.join(q.select('id', in_quarantine=pl.lit(True)), on='id', how='left').join(reasons, on='id', how='left')
+             .with_columns(pl.col('in_quarantine', 'right_reason').fill_null(False)))
+    recall = (found.group_by('corrupt').agg(pl.len().alias('injected'), pl.col('in_quarantine').sum().alias('in_quarantine'),
+                                            pl.col('right_reason').sum().alias('with_reason_on_that_column')).sort('corrupt'))
+    return {'store': store, 'contract': contract, 'contract_path': str(contract_path), 'validation': result,
+            'raw': raw_v, 'valid': valid_v, 'quarantine': q_v, 'profiles': profiles, 'recall': recall}
+
+def _data_section(rep: Report, store: DatasetStore, d: dict[str, Any]) -> dict[str, Any]:
+    result = d['validation']
+    s = result.summary()
+    rep.heading('Versioned data')
+    rep.text('Every batch is a new version of a Delta Lake table with a content hash; any version can be read back '
+             '(time travel), and derived datasets record the exact versions they came from.')
+    for name in ('acs', 'credit'):
+        rep.heading(f'History of {name}', 3).html(history_html(store.history(name), name=name))
+    lin = [{'output': r['output'], 'inputs': ', '.join(r['inputs']) if isinstance(r['inputs'], list) else str(r['inputs']), 'kind': r['kind']}
+           for n in ('credit', quarantine_name('credit')) for r in store.lineage(n)]
+    if lin:
+        rep.heading('Lineage', 3).table(lin)
+    rep.heading('Validation and quarantine')
+    rep.text(f"The raw production batch {d['raw'].ref} was validated against the contract {d['contract_path']} "
+             f"(inferred from credit@0). {s['quarantined_rows']:,} failing rows went to quarantine with their reasons; "
+             f"{s['valid_rows']:,} valid rows became {d['valid'].ref if d['valid'] else 'nothing: the batch was blocked'}. "
+             'Nothing was dropped: valid + quarantined = rows in the batch.')
+    rep.html(result)
+    rep.heading('Every injected corrupt row is in quarantine', 3)
+    rep.table(d['recall'], caption="generator's ground truth (injected) against what validation quarantined, by injected fault")
+    ex = result.quarantine.select(pl.col('_row').cast(pl.String), 'id', pl.col('_reasons').list.join('; ').alias('reasons')).head(8)
+    rep.heading('Quarantined rows (first 8, reasons only)', 3).table(ex)
+    rep.heading('Profiles')
+    rep.text('A whylogs profile of every version, stored next to the version it describes and readable by whylogs itself; '
+             'profiles merge, so windows and partitions combine without the raw data.')
+    rep.table(d['profiles'])
+    return {'validation': {k: v for k, v in s.items()}, 'recall': d['recall'].to_dicts(), 'profiles': d['profiles'],
+            'versions': {n: store.version(n) for n in store.list()}}
+
+# %% ../nbs/80_demo.ipynb #fb16e8f2
 def run_demo(
     workspace: str | Path | None = None,  # Folder for a fresh workspace; default ./mlwork-demo/<run id>
     reports: str | Path = 'reports',  # Folder for the HTML report
@@ -174,7 +252,7 @@ def run_demo(
     ws_root = Path(workspace) if workspace is not None else Path('mlwork-demo') / run_id
     if ws_root.exists() and any(ws_root.iterdir()):
         raise param_error('workspace', 'a new or empty folder (omit it to get a fresh one)', str(ws_root), owner='mlwork demo')
-    bar = _steps(4, progress)
+    bar = _steps(5, progress)
     try:
         ws = init_workspace(ws_root).workspace
         log.info('workspace ready', extra={'fields': {'root': str(ws.root), 'run_id': run_id}})
@@ -194,10 +272,17 @@ def run_demo(
         log.info('synthetic credit batch generated', extra={'fields': {'rows': credit.frame.height, 'path': str(batch_path)}})
         bar.update(1)
 
+        store = DatasetStore.from_workspace(ws)
+        data = _versioned_data(ws, store, ref, windows, credit, rows, seed, run_id)
+        log.info('data versioned, validated and profiled', extra={'fields': {
+            'quarantined': data['validation'].quarantine.height, 'valid': data['validation'].valid.height}})
+        bar.update(1)
+
         rep = Report('mlwork demo', 'One production cycle on the embedded default: data in, report out.',
                      meta={'run': run_id, 'workspace': str(ws.root), 'seed': seed})
         acs_summary = _acs_section(rep, ref, windows, labels_rows)
         credit_summary = _credit_section(rep, credit)
+        data_summary = _data_section(rep, store, data)
         rep.heading('Workspace')
         rep.table([{'store': s, 'uri': ws.uri(s)} for s in ws.config.stores], caption='every store is a URI: local folders here, object storage in production')
         report_path = Path(reports) / f'{run_id}.html'
@@ -211,7 +296,7 @@ def run_demo(
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    summary = {'acs': acs_summary, 'credit': credit_summary}
+    summary = {'acs': acs_summary, 'credit': credit_summary, 'data': data_summary}
     manifest = {
         'run_id': run_id, 'kind': 'demo', 'started': started.isoformat(), 'finished': utc_now().isoformat(),
         'seconds': round(seconds, 3), 'parameters': {'rows': rows, 'seed': seed},
@@ -219,7 +304,11 @@ def run_demo(
                            'reference_year': ACS_REFERENCE_YEAR, 'production_years': list(ACS_PRODUCTION_YEARS)},
                    'credit': {'generator': 'credit', 'spec': credit.spec, 'path': str(batch_path),
                               'sha256': sha256_file(batch_path)}},
-        'outputs': {'report': str(saved)}, 'summary': summary, 'environment': environment_info(),
+        'outputs': {'report': str(saved), 'contract': data['contract_path'],
+                    'versions': {k: str(v.ref) for k, v in (('raw', data['raw']), ('valid', data['valid']),
+                                                            ('quarantine', data['quarantine'])) if v is not None},
+                    'profiles': [p['profile'] for p in data['profiles']]},
+        'summary': summary, 'environment': environment_info(),
     }
     atomic_write(manifest_path, json.dumps(manifest, indent=2, default=str))
     log.info('demo finished', extra={'fields': {'report': str(saved), 'seconds': round(seconds, 1)}})

@@ -28,9 +28,31 @@ def test_demo_end_to_end(cli, tmp_path):
     batch = pl.read_parquet(man['inputs']['credit']['path'])
     assert batch.height == 20_000 and man['summary']['credit']['rows'] == 20_000
 
+    # data: versions, validation, quarantine, lineage and profiles are really in the workspace
+    from mlwork.core import open_workspace
+    from mlwork.profile import Profile
+    from mlwork.store import DatasetStore
+    ws = open_workspace(res['workspace'])
+    store = DatasetStore.from_workspace(ws)
+    assert store.version('acs') == 3 and store.version('acs_labels') == 3
+    assert man['outputs']['versions'] == {'raw': 'credit_raw@0', 'valid': 'credit@1', 'quarantine': 'credit__quarantine@0'}
+    raw, quarantine = store.read('credit_raw'), store.read('credit__quarantine')
+    reference_rows = store.read('credit', version=0).height                 # the reference is still there
+    added = store.read('credit', version=1).height - reference_rows           # version 1 appended the valid rows
+    assert reference_rows == 20_000 and raw.height == added + quarantine.height == 20_000   # nothing dropped
+    assert set(quarantine['id'].cast(pl.Int64)) <= set(raw['id'])
+    recall = man['summary']['data']['recall']
+    assert recall and all(r['injected'] == r['in_quarantine'] == r['with_reason_on_that_column'] for r in recall)
+    assert sum(r['injected'] for r in recall) == man['summary']['credit']['corrupt_rows']
+    assert [r['inputs'] for r in store.lineage('credit', 1)] == [['credit_raw@0']]
+    for path in man['outputs']['profiles']:
+        assert Profile.load(path).n_rows > 0
+    assert 'severity:' in Path(man['outputs']['contract']).read_text()
+
     doc = report.read_text()
     assert doc.startswith('<!DOCTYPE html>') and doc.count('<svg') >= 2
-    for heading in ('ACS employment data (real)', 'Synthetic credit batch (known faults)', 'Reproduce this run'):
+    for heading in ('ACS employment data (real)', 'Synthetic credit batch (known faults)', 'Versioned data',
+                    'Validation and quarantine', 'Every injected corrupt row is in quarantine', 'Profiles', 'Reproduce this run'):
         assert heading in doc
     # the numbers the report shows are the data's: rows per survey year
     for n in ('68,785', '69,126', '69,635', '70,131'):
