@@ -158,34 +158,55 @@ def _cmd_contract_infer(args: argparse.Namespace) -> tuple[Any, str]:
     return ({'contract': str(out.resolve()), 'source': where, 'rows': frame.height, 'columns': len(c.columns)},
             f"wrote contract {c.name!r} ({len(c.columns)} columns, inferred from {frame.height:,} rows of {where}) to {out}")
 
+def _validation_lines(where: str, s: dict, failed: pl.DataFrame) -> list[str]:
+    lines = [f"{where}: {s['rows']:,} rows, {s['valid_rows']:,} valid, {s['quarantined_rows']:,} quarantined — "
+             + ('BLOCKED' if s['blocking'] else 'passed' + (' with warnings' if s.get('failed_warn') else ''))]
+    lines += [f"  {r['severity']:<5} {r['check']:<14} {r['column'] or '':<22} {r['failed_rows'] if r['failed_rows'] is not None else '':>9}  {r['detail']}"
+              for r in failed.to_dicts()]
+    return lines
+
 def _cmd_validate(args: argparse.Namespace) -> tuple[Any, str]:
-    from mlwork.store import quarantine_name
+    from mlwork.report import Report
     from mlwork.validate import Contract, validate
     contract = Contract.load(args.contract)
-    frame, where = _load_source(args.source, args.home)
-    rep = validate(frame, contract)
-    s = rep.summary()
-    d: dict[str, Any] = {'source': where, **{k: v for k, v in s.items()}}
-    lines = [f"{where}: {s['rows']:,} rows, {s['valid_rows']:,} valid, {s['quarantined_rows']:,} quarantined — "
-             + ('BLOCKED' if rep.blocking else 'passed' + (' with warnings' if s.get('failed_warn') else ''))]
-    lines += [f"  {r['severity']:<5} {r['check']:<14} {r['column'] or '':<22} {r['failed_rows'] if r['failed_rows'] is not None else '':>9}  {r['detail']}"
-              for r in rep.failed.to_dicts()]
     if args.dataset:
+        # streamed chunk by chunk into the store: memory bounded by the chunk, one version per table
+        from mlwork.quarantine import validate_into_store
         store = _store(args)
-        if rep.quarantine.height:
-            q = store.ingest(quarantine_name(args.dataset), rep.quarantine, message=f'quarantine of {where}')
-            d['quarantine_version'] = str(q.ref)
-            lines.append(f"  quarantined rows kept in {q.ref}")
-        if not rep.blocking and rep.valid.height:
-            v = store.ingest(args.dataset, rep.valid, message=f'valid rows of {where}')
-            d['dataset_version'] = str(v.ref)
-            lines.append(f"  valid rows stored as {v.ref}")
-        elif rep.blocking:
+        is_parquet = Path(args.source).suffix.lower() == '.parquet'
+        if is_parquet:
+            from mlwork.store import load_batch
+            if not Path(args.source).is_file():
+                load_batch(args.source)  # the store's clear error for a missing file
+            batch, where = args.source, args.source
+        else:
+            batch, where = _load_source(args.source, args.home)
+        run = validate_into_store(batch, contract, store, args.dataset, message=f'validated {where}')
+        s = run.summary()
+        d: dict[str, Any] = {'source': where, **s}
+        lines = _validation_lines(where, s, run.failed)
+        if run.quarantine_version:
+            lines.append(f"  quarantined rows kept in {run.quarantine_version.ref}")
+        if run.valid_version:
+            lines.append(f"  valid rows stored as {run.valid_version.ref}")
+        elif run.blocking:
             lines.append(f"  blocked: valid rows NOT stored in {args.dataset}; fix the batch or the contract and validate again")
+        report = (Report(f'Validation of {where}', f'contract {contract.name!r}, into dataset {args.dataset!r}')
+                  .tiles({'rows': s['rows'], 'valid': s['valid_rows'], 'quarantined': s['quarantined_rows'],
+                          'blocking checks failed': s['failed_block'], 'warnings': s['failed_warn']},
+                         status={'blocking checks failed': 'bad' if s['failed_block'] else 'ok'})
+                  .table(run.checks, caption='every check'))
+    else:
+        frame, where = _load_source(args.source, args.home)
+        rep = validate(frame, contract)
+        s = rep.summary()
+        d = {'source': where, **s}
+        lines = _validation_lines(where, s, rep.failed)
+        report = rep.to_report(f'Validation of {where}')
     if args.report:
-        d['report'] = str(rep.to_report(f'Validation of {where}').save(args.report))
+        d['report'] = str(report.save(args.report))
         lines.append(f"  report: {d['report']}")
-    if rep.blocking:
+    if d['blocking']:
         raise CommandFailed(d, '\n'.join(lines))
     return d, '\n'.join(lines)
 
