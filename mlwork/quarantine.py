@@ -26,8 +26,7 @@ from .core import ConflictError, DataError, param_error
 from .report import html_table
 from .store import (DatasetStore, DatasetVersion, _HASH_PREFIX, _META, _column_bytes, _find_commit, _merge_hints,
                           _to_version, _type_tag, _user, check_name, conform, quarantine_name, to_storage)
-from .validate import _CHECKS_SCHEMA, Contract, _age, _as_datetime, _plan_column, _text, parse_duration, validate
-from .core import utc_now
+from .validate import _CHECKS_SCHEMA, Contract, _batch_checks, _plan_column, _text, validate
 
 # %% auto #0
 __all__ = ['stream_content_hash', 'append_stream', 'QuarantineRun', 'validate_into_store']
@@ -181,29 +180,8 @@ def _checks_table(contract: Contract, first: pl.DataFrame, row_counts: dict, row
         if x.check == 'duplicate_key':
             eg = cross_firsts[j]
             out.append(row_check(x.column, x.check, x.severity, cross_counts[j], f'expected {x.rule}' + (f'; e.g. {eg}' if eg else '')))
-    for c, rule in contract.columns.items():
-        sev = contract.severity_of('null_rate', c)
-        if rule.max_null_rate is None or sev == 'off':
-            continue
-        k = n if c in agg['missing'] else agg['nulls'][c]
-        rate = k / n if n else 0.0
-        out.append({'column': c, 'check': 'null_rate', 'severity': sev, 'failed_rows': k, 'share': rate,
-                    'passed': rate <= rule.max_null_rate, 'detail': f'{rate:.2%} null (max {rule.max_null_rate:.2%})'})
-    if contract.row_count is not None and contract.severity['row_count'] != 'off':
-        lo, hi = contract.row_count
-        ok = (lo is None or n >= lo) and (hi is None or n <= hi)
-        out.append({'column': None, 'check': 'row_count', 'severity': contract.severity['row_count'], 'failed_rows': None,
-                    'share': None, 'passed': ok, 'detail': f"{n:,} rows (expected {lo if lo is not None else 0:,} to "
-                                                           f"{'any number' if hi is None else format(hi, ',')})"})
-    if contract.freshness is not None and contract.severity['freshness'] != 'off':
-        f = contract.freshness
-        newest = _as_datetime(agg['newest']) if n else None
-        now_ = _as_datetime(now) if now is not None else utc_now()
-        ok = newest is not None and now_ - newest <= parse_duration(f.max_age)
-        detail = (f'no {f.column} values' if newest is None else
-                  f'newest {f.column} {newest:%Y-%m-%d %H:%M:%S} UTC is {_age(now_ - newest)} old (max {f.max_age})')
-        out.append({'column': f.column, 'check': 'freshness', 'severity': contract.severity['freshness'],
-                    'failed_rows': None, 'share': None, 'passed': ok, 'detail': detail})
+    nulls = {c: n if c in agg['missing'] else agg['nulls'][c] for c in contract.columns}
+    out.extend(_batch_checks(contract, n, nulls, agg['newest'], now))
     return pl.DataFrame(out, schema=_CHECKS_SCHEMA)
 
 def _parts(s: pl.Series) -> list[bytes]:

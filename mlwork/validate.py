@@ -809,6 +809,23 @@ def validate(
         out.append({'column': rc.column, 'check': rc.check, 'severity': rc.severity, 'failed_rows': k,
                     'share': k / n if n else 0.0, 'passed': k == 0, 'detail': detail})
     nulls = work.select([pl.col(c).null_count().alias(c) for c in contract.columns]).row(0, named=True) if contract.columns else {}
+    newest = (work.select(conv[contract.freshness.column].max()).item()
+              if contract.freshness is not None and contract.severity['freshness'] != 'off' and n else None)
+    out.extend(_batch_checks(contract, n, nulls, newest, now))
+    checks = pl.DataFrame(out, schema=_CHECKS_SCHEMA)
+    blocking = bool(checks.filter(~pl.col('passed') & (pl.col('severity') == 'block')).height)
+    return ValidationReport(valid, quarantine, checks, blocking, contract=contract.name, rows=n,
+                            examples=examples_df, seconds=time.perf_counter() - t0)
+
+def _batch_checks(
+    contract: Contract,  # The contract
+    n: int,  # Rows in the batch
+    nulls: dict[str, int],  # Nulls per contract column (a column missing from the batch counts n)
+    newest: Any,  # The newest value of the freshness column (None when there is none)
+    now: Any = None,  # The time freshness is measured from (default: now, UTC)
+) -> list[dict]:
+    "The checks table rows of the batch-level checks: null_rate per column, row_count, freshness."
+    out: list[dict] = []
     for c, rule in contract.columns.items():
         sev = contract.severity_of('null_rate', c)
         if rule.max_null_rate is None or sev == 'off':
@@ -825,18 +842,14 @@ def validate(
                                                            f"{'any number' if hi is None else format(hi, ',')})"})
     if contract.freshness is not None and contract.severity['freshness'] != 'off':
         f = contract.freshness
-        newest = _as_datetime(work.select(conv[f.column].max()).item()) if n else None
+        newest = _as_datetime(newest) if n else None
         now_ = _as_datetime(now) if now is not None else utc_now()
-        limit = parse_duration(f.max_age)
-        ok = newest is not None and now_ - newest <= limit
+        ok = newest is not None and now_ - newest <= parse_duration(f.max_age)
         detail = (f'no {f.column} values' if newest is None else
                   f'newest {f.column} {newest:%Y-%m-%d %H:%M:%S} UTC is {_age(now_ - newest)} old (max {f.max_age})')
         out.append({'column': f.column, 'check': 'freshness', 'severity': contract.severity['freshness'],
                     'failed_rows': None, 'share': None, 'passed': ok, 'detail': detail})
-    checks = pl.DataFrame(out, schema=_CHECKS_SCHEMA)
-    blocking = bool(checks.filter(~pl.col('passed') & (pl.col('severity') == 'block')).height)
-    return ValidationReport(valid, quarantine, checks, blocking, contract=contract.name, rows=n,
-                            examples=examples_df, seconds=time.perf_counter() - t0)
+    return out
 
 def _age(d: _dt.timedelta) -> str:
     s = d.total_seconds()
