@@ -405,11 +405,8 @@ class Profile:
         from mlwork.report import new_figure
         ncols = min(3, len(names))
         nrows = math.ceil(len(names) / ncols)
-        fig, axes = new_figure(3.2 * ncols, 2.0 * nrows, ncols=ncols)
-        fig.set_size_inches(3.2 * ncols, 2.0 * nrows)
+        fig, axes = new_figure(3.2 * ncols, 2.0 * nrows, ncols=ncols, nrows=nrows)
         axes = np.atleast_1d(axes).ravel().tolist()
-        while len(axes) < len(names):  # more rows than new_figure made: add them
-            axes.append(fig.add_subplot(nrows, ncols, len(axes) + 1))
         for ax, name in zip(axes, names):
             hist = self.histogram(name, bins)
             fi = self.view.get_column(name).get_metric('frequent_items')

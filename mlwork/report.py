@@ -76,14 +76,15 @@ def svg_figure(fig: Any) -> str:
     svg = buf.getvalue()
     return svg[svg.index('<svg'):]  # drop the XML prolog and doctype: the SVG is embedded in HTML
 
-def new_figure(width: float = 7.0, height: float = 3.2, ncols: int = 1) -> tuple[Any, Any]:
-    "A matplotlib figure and axes in the house style, on a backend that needs no display."
+def new_figure(width: float = 7.0, height: float = 3.2, ncols: int = 1, nrows: int = 1) -> tuple[Any, Any]:
+    "A matplotlib figure and its axes (one, a row, or an `nrows` × `ncols` grid) in the house style, on a backend that needs no display."
     import matplotlib
     if matplotlib.get_backend().lower() not in ('agg', 'svg', 'module://matplotlib_inline.backend_inline'):
         matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, ncols, figsize=(width, height))
-    for a in (ax if ncols > 1 else [ax]):
+    import numpy as np
+    fig, ax = plt.subplots(nrows, ncols, figsize=(width, height))
+    for a in np.atleast_1d(ax).ravel():
         a.spines[['top', 'right']].set_visible(False)
         a.grid(axis='y', alpha=0.3)
     return fig, ax
