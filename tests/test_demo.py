@@ -48,11 +48,14 @@ def test_demo_end_to_end(cli, tmp_path):
     for path in man['outputs']['profiles']:
         assert Profile.load(path).n_rows > 0
     assert 'severity:' in Path(man['outputs']['contract']).read_text()
+    # drift: the injected income drift of the credit batch is flagged by the detector
+    assert 'income' in man['summary']['drift']['credit_drifted']
+    assert set(man['summary']['drift']['acs_windows']) == {'2016', '2017', '2018'}
 
     doc = report.read_text()
     assert doc.startswith('<!DOCTYPE html>') and doc.count('<svg') >= 2
     for heading in ('ACS employment data (real)', 'Synthetic credit batch (known faults)', 'Versioned data',
-                    'Validation and quarantine', 'Every injected corrupt row is in quarantine', 'Profiles', 'Reproduce this run'):
+                    'Validation and quarantine', 'Every injected corrupt row is in quarantine', 'Profiles', 'Drift', 'Reproduce this run'):
         assert heading in doc
     # the numbers the report shows are the data's: rows per survey year
     for n in ('68,785', '69,126', '69,635', '70,131'):
@@ -77,3 +80,4 @@ def test_demo_refuses_a_used_workspace(cli, tmp_path):
     r = cli('demo', '--workspace', 'ws', '--rows', '2000')
     assert r.code == 2 and 'must be a new or empty folder' in r.err and 'Traceback' not in r.err
     assert (tmp_path / 'ws' / 'keep.txt').read_text() == 'x'
+

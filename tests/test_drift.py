@@ -1,0 +1,199 @@
+"""Statistics of mlwork.drift against independent oracles (scipy), false-alarm rates under no drift, power under injected drift."""
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from mlwork.core import InvalidParameter, NotFittedError, DataError
+from mlwork.drift import (DriftDetector, adjust_pvalues, drift_benchmark, hellinger, js_distance, psi,
+                          total_variation)
+from mlwork.synthetic import Drift, generate
+
+CREDIT = ['age', 'income', 'debt_ratio', 'credit_history_months', 'n_open_accounts', 'loan_amount',
+          'loan_purpose', 'employment', 'region', 'sex']
+NUMERIC = CREDIT[:6]
+CATEGORICAL = CREDIT[6:]
+
+
+def _row(result, column):
+    return result.columns.filter(pl.col('column') == column).row(0, named=True)
+
+
+def _binomial_bound(n, p=0.05, q=0.999):
+    "Largest count of alarms compatible with a rate of at most p in n trials (one-sided, 0.1 % level)."
+    return int(stats.binom.ppf(q, n, p))
+
+
+@pytest.mark.parametrize('n_ref,n_cur,kind', [(500, 300, 'float'), (2_000, 2_000, 'int'), (30_000, 12_000, 'float'),
+                                               (20_000, 25_000, 'int')])
+def test_ks_and_wasserstein_match_scipy(n_ref, n_cur, kind):
+    rng = np.random.default_rng(n_ref)
+    if kind == 'float':
+        a, b = rng.normal(size=n_ref), rng.normal(0.03, 1.05, size=n_cur)
+    else:  # ties everywhere
+        a, b = rng.poisson(5.0, n_ref), rng.poisson(5.1, n_cur)
+    # nulls and NaN are set aside, as the oracle sees only the finite values
+    ref = pl.DataFrame({'x': np.append(a.astype(float), [np.nan, np.inf])})
+    cur = pl.DataFrame({'x': pl.Series(np.append(b.astype(float), [0.0])).set(pl.Series([False] * n_cur + [True]), None)})
+    row = _row(DriftDetector(calibrate=False).fit(ref).score(cur), 'x')
+    oracle = stats.ks_2samp(a, b)  # method='auto'
+    assert (row['n_reference'], row['n_current'], row['missing_reference'], row['missing_current']) == (n_ref, n_cur, 2, 1)
+    assert row['method'] == ('exact' if max(n_ref, n_cur) <= 10_000 else 'asymp')
+    assert row['statistic'] == pytest.approx(oracle.statistic, rel=1e-12)
+    assert row['p_value'] == pytest.approx(oracle.pvalue, rel=1e-9, abs=1e-300)
+    assert row['effect_value'] == pytest.approx(stats.wasserstein_distance(a, b) / np.std(a), rel=1e-9)
+
+
+def test_ks_method_asymp_matches_scipy():
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=800), rng.normal(0.1, 1, size=900)
+    row = _row(DriftDetector(calibrate=False, ks_method='asymp').fit(pl.DataFrame({'x': a})).score(pl.DataFrame({'x': b})), 'x')
+    assert row['p_value'] == pytest.approx(stats.ks_2samp(a, b, method='asymp').pvalue, rel=1e-9)
+
+
+def test_chi2_and_category_distances_match_oracles_with_unseen_categories():
+    rng = np.random.default_rng(3)
+    ref = pl.DataFrame({'c': rng.choice(['a', 'b', 'c', 'd'], 5_000, p=[0.4, 0.3, 0.2, 0.1])})
+    cur_values = rng.choice(['a', 'b', 'c', 'd', 'new1', 'new2'], 3_000, p=[0.35, 0.3, 0.2, 0.05, 0.07, 0.03])
+    cur = pl.DataFrame({'c': pl.Series(cur_values).cast(pl.Enum(['a', 'b', 'c', 'd', 'new1', 'new2', 'never']))})
+    row = _row(DriftDetector(calibrate=False).fit(ref).score(cur), 'c')
+    cats = ['a', 'b', 'c', 'd', 'new1', 'new2']
+    r = np.array([(ref['c'] == k).sum() for k in cats], float)
+    c = np.array([(cur_values == k).sum() for k in cats], float)
+    oracle = stats.chi2_contingency(np.vstack([r, c]), correction=False)
+    assert row['statistic'] == pytest.approx(oracle.statistic, rel=1e-9)
+    assert row['p_value'] == pytest.approx(oracle.pvalue, rel=1e-9, abs=1e-300)
+    assert row['unseen'] == ['new1', 'new2'] and row['unseen_count'] == 2
+    assert row['unseen_mass'] == pytest.approx(c[4:].sum() / c.sum())
+    p, q = r / r.sum(), c / c.sum()
+    assert row['tv'] == pytest.approx(0.5 * np.abs(p - q).sum()) and row['effect_value'] == row['tv']
+    assert row['js'] == pytest.approx(jensenshannon(p, q, base=2), rel=1e-9)
+    pe, qe = np.maximum(p, 1e-4), np.maximum(q, 1e-4)
+    assert row['psi'] == pytest.approx(np.sum((qe - pe) * np.log(qe / pe)), rel=1e-9)
+    assert 'unseen in reference' in row['why']
+
+
+def test_distances_match_independent_formulas():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        p, q = rng.dirichlet(np.full(7, 5.0)), rng.dirichlet(np.full(7, 5.0))  # no proportion near PSI_EPSILON
+        assert js_distance(p, q) == pytest.approx(jensenshannon(p, q, base=2), rel=1e-9)
+        assert hellinger(p, q) == pytest.approx(math.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2)), rel=1e-9)
+        assert total_variation(p, q) == pytest.approx(0.5 * np.abs(p - q).sum())
+        assert psi(p, q) == pytest.approx(stats.entropy(p, q) + stats.entropy(q, p), rel=1e-9)  # PSI = symmetric KL
+
+
+def test_numeric_binned_distances_use_reference_deciles():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=4_000), rng.normal(0.5, 1, size=3_000)
+    row = _row(DriftDetector(calibrate=False).fit(pl.DataFrame({'x': a})).score(pl.DataFrame({'x': b})), 'x')
+    edges = np.quantile(a, np.arange(1, 10) / 10)
+    p = np.bincount(np.digitize(a, edges, right=True), minlength=10) / a.size
+    q = np.bincount(np.digitize(b, edges, right=True), minlength=10) / b.size
+    assert row['js'] == pytest.approx(jensenshannon(p, q, base=2), rel=1e-9)
+    assert row['hellinger'] == pytest.approx(math.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2)), rel=1e-9)
+    assert row['psi'] == pytest.approx(stats.entropy(p, q) + stats.entropy(q, p), rel=1e-9)
+
+
+def test_bh_and_bonferroni_match_scipy():
+    rng = np.random.default_rng(1)
+    for m in (1, 2, 10, 57):
+        p = rng.random(m) ** 3
+        assert np.allclose(adjust_pvalues(p, 'bh'), stats.false_discovery_control(p, method='bh'), rtol=1e-12)
+        assert np.allclose(adjust_pvalues(p, 'bonferroni'), np.minimum(p * m, 1))
+    ref = generate('credit', n_rows=1_500, seed=11).frame
+    cur = generate('credit', n_rows=1_500, seed=12, drift=Drift(('age',), 0.2)).frame
+    res = DriftDetector(calibrate=False).fit(ref, CREDIT).score(cur).columns
+    assert np.allclose(res['p_adjusted'].to_numpy(), stats.false_discovery_control(res['p_value'].to_numpy()), rtol=1e-12)
+
+
+def test_false_alarm_rate_under_no_drift_is_at_most_alpha():
+    # One large credit sample, cut into disjoint random pairs of 2,000-row reference and current frames.
+    reps, n = 150, 2_000
+    pool = generate('credit', n_rows=reps * 2 * n, seed=21).frame.select(CREDIT)
+    order = np.random.default_rng(0).permutation(pool.height)
+    alarms_bh = alarms_bonf = 0
+    for i in range(reps):
+        ref = pool[order[2 * i * n:(2 * i + 1) * n]]
+        cur = pool[order[(2 * i + 1) * n:(2 * i + 2) * n]]
+        det = DriftDetector(calibrate=False).fit(ref)
+        res = det.score(cur)
+        assert set(res.columns['rule']) == {'pvalue'}  # small samples: the p-value decides
+        alarms_bh += res.drift_detected
+        alarms_bonf += DriftDetector(calibrate=False, correction='bonferroni').fit(ref).score(cur).drift_detected
+    print(f'family-wise false-alarm rate over {reps} repetitions: BH {alarms_bh / reps:.3f}, Bonferroni {alarms_bonf / reps:.3f}')
+    assert alarms_bh <= _binomial_bound(reps) and alarms_bonf <= alarms_bh
+
+
+def test_calibrated_effect_threshold_gives_the_stated_false_alarm_rate():
+    # Effect sizes alone (no test, no floor): the threshold calibrated on the reference's own halves
+    # is exceeded under no drift about alpha of the time, per column.
+    reps, n = 100, 2_000
+    pool = generate('credit', n_rows=reps * 2 * n, seed=22).frame.select('income', 'debt_ratio', 'region', 'employment')
+    order = np.random.default_rng(1).permutation(pool.height)
+    exceed = np.zeros(4, int)
+    for i in range(reps):
+        ref = pool[order[2 * i * n:(2 * i + 1) * n]]
+        cur = pool[order[(2 * i + 1) * n:(2 * i + 2) * n]]
+        res = DriftDetector(policy='effect', min_wasserstein=0.0, min_tv=0.0, n_calibration=200, seed=i).fit(ref).score(cur)
+        exceed += res.columns['drift'].to_numpy()
+    print('per-column calibrated false-alarm rates:', dict(zip(pool.columns, exceed / reps)))
+    assert (exceed <= _binomial_bound(reps, 0.05)).all()
+    assert exceed.sum() >= 1  # the threshold is not vacuous
+
+
+@pytest.mark.parametrize('seed', [1, 2])
+def test_injected_drift_is_flagged_and_nothing_else(seed):
+    ref = generate('credit', n_rows=3_000, seed=100 + seed).frame
+    cur = generate('credit', n_rows=3_000, seed=200 + seed,
+                   drift=[Drift(('income',), 0.3), Drift(('region',), 0.2)]).frame
+    res = DriftDetector().fit(ref, CREDIT).score(cur)
+    assert sorted(res.drifted) == ['income', 'region']
+    assert res.drift_detected and json.dumps(res.to_dict())
+
+
+def test_benchmark_100k_finds_all_five_without_false_alarm():
+    ref, cur, truth = drift_benchmark(100_000, seed=0)
+    res = DriftDetector().fit(ref).score(cur)
+    assert set(res.columns['rule']) == {'both'}  # large samples: significance and effect size
+    assert sorted(res.drifted) == sorted(truth)
+    # the undrifted columns' effects are far below the floor, the drifted ones well above
+    eff = dict(zip(res.columns['column'], res.columns['effect_value']))
+    assert max(v for k, v in eff.items() if k not in truth) < 0.03
+    assert min(eff[k] for k in truth) > 0.09
+
+
+def test_large_samples_need_an_effect_not_just_a_tiny_p_value():
+    rng = np.random.default_rng(4)
+    ref = pl.DataFrame({'x': rng.normal(size=200_000)})
+    cur = pl.DataFrame({'x': rng.normal(0.03, 1, size=200_000)})  # real but immaterial shift
+    auto = _row(DriftDetector().fit(ref).score(cur), 'x')
+    assert auto['p_adjusted'] < 1e-6 and auto['rule'] == 'both' and not auto['drift']
+    assert auto['effect_value'] < auto['threshold'] == 0.1
+    assert _row(DriftDetector(policy='pvalue').fit(ref).score(cur), 'x')['drift']
+
+
+def test_errors_and_contract():
+    ref = pl.DataFrame({'x': [1.0, 2.0, 3.0, 4.0], 'g': ['a', 'b', 'a', 'b'], 't': pl.Series([1, 2, 3, 4]).cast(pl.Datetime)})
+    with pytest.raises(NotFittedError, match='not fitted'):
+        DriftDetector().score(ref)
+    with pytest.raises(InvalidParameter, match=r"The 'alpha' parameter of DriftDetector must be a float in \(0, 1\). Got 0 instead."):
+        DriftDetector(alpha=0).fit(ref)
+    with pytest.raises(InvalidParameter, match="'policy' parameter"):
+        DriftDetector(policy='magic').fit(ref)
+    with pytest.raises(InvalidParameter, match="'n_calibration' parameter"):
+        DriftDetector(n_calibration=3).fit(ref)
+    with pytest.raises(DataError, match=r'column `t` must be numeric, boolean or categorical \(found Datetime'):
+        DriftDetector().fit(ref, columns=['t'])
+    det = DriftDetector(n_calibration=20).fit(ref)
+    assert list(det.columns_) == ['x', 'g'] and det.null_effects_['x'].shape == (20,)
+    with pytest.raises(DataError, match='column `x` must be numeric'):
+        det.score(ref.with_columns(pl.col('x').cast(pl.String)))
+    res = det.score(pl.DataFrame({'x': [None, float('nan')], 'g': ['a', 'z']}, schema={'x': pl.Float64, 'g': pl.String}))
+    x = _row(res, 'x')
+    assert not x['drift'] and x['missing_current'] == 2 and 'not tested' in x['why']
+    assert _row(res, 'g')['unseen'] == ['z']
