@@ -18,27 +18,28 @@ import polars as pl
 from .core import MlworkError, init_workspace, open_workspace, setup_logging
 
 # %% auto #0
-__all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_INTERNAL', 'EXIT_INTERRUPTED', 'EXIT_CODES_HELP', 'UsageError',
-           'CommandFailed', 'build_parser', 'main']
+__all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_DRIFT', 'EXIT_INTERNAL', 'EXIT_INTERRUPTED', 'EXIT_CODES_HELP',
+           'UsageError', 'CommandFailed', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #a20b8fa8
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DRIFT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 EXIT_CODES_HELP = '''exit codes:
-  0    success
+  0    success (mlwork drift: no drift)
   1    the command ran and its result is a failure (e.g. blocking validation failures)
   2    usage error or bad input (bad option or value, missing file, malformed config)
-  3    unexpected internal error: rerun with --debug and report it
+  3    mlwork drift: drift detected
+  4    unexpected internal error: rerun with --debug and report it
   130  interrupted'''
 
 class UsageError(MlworkError, ValueError):
     "Bad command-line usage; printed as one line, exit code 2."
 
 class CommandFailed(Exception):
-    "The command ran and its result is a failure (exit code 1); carries the result to print."
-    def __init__(self, result: dict, text: str):
+    "The command ran and its result is a failure (exit code 1, or `code`); carries the result to print."
+    def __init__(self, result: dict, text: str, code: int = 1):
         super().__init__(text)
-        self.result, self.text = result, text
+        self.result, self.text, self.code = result, text, code
 
 class _Parser(argparse.ArgumentParser):
     "An ArgumentParser whose errors are one line and exit with code 2 (argparse prints usage too)."
@@ -239,7 +240,41 @@ def _cmd_profile(args: argparse.Namespace) -> tuple[Any, str]:
         lines.append(f"  report: {d['report']}")
     return d, '\n'.join(lines)
 
-# %% ../nbs/90_cli.ipynb #3c04f432
+# %% ../nbs/90_cli.ipynb #45587699
+def _cmd_drift(args: argparse.Namespace) -> tuple[Any, str]:
+    from mlwork.drift import DriftDetector
+    from mlwork.report import Report
+    ref, ref_where = _load_source(args.reference, args.home)
+    cur, cur_where = _load_source(args.current, args.home)
+    exclude = set(args.exclude or [])
+    unknown = sorted(c for c in exclude if c not in ref.columns)
+    if unknown:
+        raise UsageError(f"--exclude names column(s) not in {ref_where}: {', '.join(unknown)}")
+    common = [c for c in ref.columns if c in cur.columns and c not in exclude]
+    keys = [c for c in common if ref.height > 1 and ref[c].n_unique() == ref.height and ref.schema[c].is_integer()]
+    usable = [c for c in common if c not in keys and (ref.schema[c].is_numeric() or ref.schema[c] in (pl.Boolean, pl.String)
+                                                       or isinstance(ref.schema[c], (pl.Enum, pl.Categorical)))]
+    if not usable:
+        raise UsageError(f"no columns to compare: {ref_where} and {cur_where} share no numeric or categorical column")
+    det = DriftDetector(alpha=args.alpha, correction=args.correction).fit(ref.select(usable))
+    res = det.score(cur.select(usable))
+    d = {'reference': ref_where, 'current': cur_where, 'skipped_key_columns': keys, **res.to_dict()}
+    lines = [f"{cur_where} against {ref_where}: drift {'DETECTED' if res.drift_detected else 'not detected'} — "
+             f"{len(res.drifted)} of {res.columns.height} columns" + (f" ({', '.join(res.drifted)})" if res.drifted else '')]
+    for r in res.columns.sort(['drift', 'effect_value'], descending=True).head(args.top).to_dicts():
+        lines.append(f"  {'DRIFT' if r['drift'] else 'ok':<5} {r['column']:<24} {r['test']:<5} p_adj={r['p_adjusted']:.3g}  "
+                     f"{r['effect']}={r['effect_value']:.4f} (threshold {r['threshold']:.4f})")
+    if keys:
+        lines.append(f"  skipped key-like columns: {', '.join(keys)}")
+    if args.report:
+        rep = Report(f'Drift of {cur_where}', f'against {ref_where}').html(res)
+        d['report'] = str(rep.save(args.report))
+        lines.append(f"  report: {d['report']}")
+    if res.drift_detected:
+        raise CommandFailed(d, '\n'.join(lines), code=EXIT_DRIFT)
+    return d, '\n'.join(lines)
+
+# %% ../nbs/90_cli.ipynb #aff034ff
 def _int_arg(lo: int) -> Callable[[str], int]:
     def parse(s: str) -> int:
         try:
@@ -343,6 +378,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--report', metavar='FILE.html', help='write the profile report')
     c.set_defaults(func=_cmd_profile)
 
+    c = sub.add_parser('drift', parents=[common, home], formatter_class=fmt, help='compare two batches for drift, column by column',
+                       description='Per-column drift tests with effect sizes, Benjamini-Hochberg across columns and thresholds '
+                                   'calibrated on the reference (see mlwork.drift).',
+                       epilog='exit codes: 0 no drift, 3 drift detected, 2 usage or bad input')
+    c.add_argument('reference', metavar='REFERENCE', help='a .parquet/.csv file, or NAME[@VERSION] in the workspace')
+    c.add_argument('current', metavar='CURRENT', help='a .parquet/.csv file, or NAME[@VERSION] in the workspace')
+    c.add_argument('--exclude', nargs='+', metavar='COL', help='columns to leave out')
+    c.add_argument('--alpha', type=_rate_arg, default=0.05, help='false-alarm rate across columns (default 0.05)')
+    c.add_argument('--correction', choices=['bh', 'bonferroni', 'none'], default='bh', help='multiple-testing correction (default bh)')
+    c.add_argument('--top', type=_int_arg(1), default=15, help='columns to print (default 15)')
+    c.add_argument('--report', metavar='FILE.html', help='write the drift report')
+    c.set_defaults(func=_cmd_drift)
+
     d = sub.add_parser('datasets', formatter_class=fmt, help='list, describe and export the bundled and synthetic datasets',
                        description='The dataset catalog: the bundled ACS employment data and the synthetic generators.')
     dsub = d.add_subparsers(dest='datasets_command', metavar='ACTION', title='actions')
@@ -373,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=None, parser=d)
     return p
 
-# %% ../nbs/90_cli.ipynb #aff034ff
+# %% ../nbs/90_cli.ipynb #da4e7e73
 def main(argv: Sequence[str] | None = None) -> int:
     "Run the `mlwork` command with `argv` (default: `sys.argv[1:]`); return the exit code."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -403,10 +451,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except CommandFailed as e:
         if want_json:
-            _json_out({'ok': False, 'exit_code': EXIT_FAILED, **e.result})
+            _json_out({'ok': False, 'exit_code': e.code, **e.result})
         else:
             print(e.text)
-        return EXIT_FAILED
+        return e.code
     except UsageError as e:
         return fail(EXIT_USAGE, str(e))
     except MlworkError as e:

@@ -136,3 +136,18 @@ def test_export_refuses_to_overwrite(cli, tmp_path):
     assert (tmp_path / 'x.csv').read_text() == 'precious\n'
     assert cli('datasets', 'export', 'credit', 'x.csv', '--rows', '10', '--overwrite').code == 0
     assert pl.read_csv(tmp_path / 'x.csv').height == 10
+
+
+def test_drift_exit_codes_and_report(cli, tmp_path):
+    for name, extra in (('a', []), ('b', ['--seed', '2']), ('c', ['--seed', '3', '--drift', 'income:1.0'])):
+        assert cli('datasets', 'export', 'credit', f'{name}.parquet', '--rows', '5000', *extra).code == 0
+    same = cli('drift', 'a.parquet', 'b.parquet', '--json')
+    assert same.code == 0, same.err
+    assert same.json()['skipped_key_columns'] == ['id']
+    moved = cli('drift', 'a.parquet', 'c.parquet', '--json', '--report', 'drift.html')
+    assert moved.code == 3
+    body = moved.json()
+    assert body['exit_code'] == 3 and 'income' in body['drifted']
+    doc = (tmp_path / 'drift.html').read_text()
+    assert doc.startswith('<!DOCTYPE html>') and 'income' in doc and '<script' not in doc
+    assert_one_line_error(cli('drift', 'a.parquet', 'missing.parquet'), 2, 'missing.parquet')
