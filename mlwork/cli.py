@@ -274,7 +274,22 @@ def _cmd_drift(args: argparse.Namespace) -> tuple[Any, str]:
         raise CommandFailed(d, '\n'.join(lines), code=EXIT_DRIFT)
     return d, '\n'.join(lines)
 
-# %% ../nbs/90_cli.ipynb #aff034ff
+# %% ../nbs/90_cli.ipynb #d9aa9ac9
+def _cmd_audit_verify(args: argparse.Namespace) -> tuple[Any, str]:
+    from mlwork.audit import AuditLog
+    log = AuditLog.for_workspace(open_workspace(args.home))
+    v = log.verify(expected_head=args.expected_head) if args.expected_head else log.verify()
+    d = v.to_dict()
+    if v.ok:
+        text = f"audit log {v.path}: intact, {v.entries} entries, head {v.head[:16]}…"
+    elif v.torn:
+        text = f"audit log {v.path}: {v.entries} valid entries; the last line is an incomplete write (a crashed writer), not tampering: {v.reason}"
+    else:
+        text = f"audit log {v.path}: TAMPERED at line {v.first_bad_line}: {v.reason} ({v.entries} valid entries before it)"
+        raise CommandFailed(d, text)
+    return d, text
+
+# %% ../nbs/90_cli.ipynb #da4e7e73
 def _int_arg(lo: int) -> Callable[[str], int]:
     def parse(s: str) -> int:
         try:
@@ -391,6 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--report', metavar='FILE.html', help='write the drift report')
     c.set_defaults(func=_cmd_drift)
 
+    c = sub.add_parser('audit', formatter_class=fmt, help='check the tamper-evident audit log',
+                       description="The workspace's append-only, hash-chained audit log.")
+    asub = c.add_subparsers(dest='audit_command', metavar='ACTION', title='actions')
+    x = asub.add_parser('verify', parents=[common, home], help='verify the hash chain (exit 1 if tampered)',
+                        epilog='exit codes: 0 intact (or only a torn last write), 1 tampered, 2 usage')
+    x.add_argument('--expected-head', metavar='HASH', help='the head hash recorded earlier: also detects removed last entries')
+    x.set_defaults(func=_cmd_audit_verify)
+    c.set_defaults(func=None, parser=c)
+
     d = sub.add_parser('datasets', formatter_class=fmt, help='list, describe and export the bundled and synthetic datasets',
                        description='The dataset catalog: the bundled ACS employment data and the synthetic generators.')
     dsub = d.add_subparsers(dest='datasets_command', metavar='ACTION', title='actions')
@@ -421,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=None, parser=d)
     return p
 
-# %% ../nbs/90_cli.ipynb #da4e7e73
+# %% ../nbs/90_cli.ipynb #f09767e3
 def main(argv: Sequence[str] | None = None) -> int:
     "Run the `mlwork` command with `argv` (default: `sys.argv[1:]`); return the exit code."
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -248,8 +248,8 @@ def test_profile_path():
 
 
 def test_dask_cluster_equals_in_process_merge(frames, tmp_path):
-    distributed = pytest.importorskip('distributed')
-    dd = pytest.importorskip('dask.dataframe')
+    import distributed  # dev dependency (dask[distributed])
+    import dask.dataframe as dd
     df = frames['fraud']
     paths = []
     for i in range(4):
