@@ -241,16 +241,48 @@ def _cmd_profile(args: argparse.Namespace) -> tuple[Any, str]:
     return d, '\n'.join(lines)
 
 # %% ../nbs/90_cli.ipynb #45587699
+def _drift_lines(res, ref_where: str, cur_where: str, top: int) -> list[str]:
+    lines = [f"{cur_where} against {ref_where}: drift {'DETECTED' if res.drift_detected else 'not detected'} — "
+             f"{len(res.drifted)} of {res.columns.height} columns" + (f" ({', '.join(res.drifted)})" if res.drifted else '')]
+    for r in res.columns.sort(['drift', 'effect_value'], descending=True, nulls_last=True).head(top).to_dicts():
+        p = r['p_adjusted']
+        lines.append(f"  {'DRIFT' if r['drift'] else 'ok':<5} {r['column']:<24} {r['test']:<5} "
+                     f"p_adj={'-' if p is None else format(p, '.3g')}  "
+                     f"{r['effect']}={r['effect_value']:.4f} (threshold {r['threshold']:.4f})"
+                     + (f"  ±{r['sketch_error']:.4f} (sketch)" if r.get('sketch_error') else ''))
+    return lines
+
+def _is_profile(source: str) -> bool:
+    return Path(source).suffix.lower() == '.bin'
+
 def _cmd_drift(args: argparse.Namespace) -> tuple[Any, str]:
+    if _is_profile(args.reference) or _is_profile(args.current):
+        if not (_is_profile(args.reference) and _is_profile(args.current)):
+            raise UsageError(f"compare a profile with a profile, or data with data (found {args.reference!r} and {args.current!r})")
+        from mlwork.profile_drift import profile_drift
+        for f in (args.reference, args.current):
+            if not Path(f).is_file():
+                raise UsageError(f"profile file not found: {f}")
+        res = profile_drift(args.reference, args.current, alpha=args.alpha, correction=args.correction,
+                            columns=[c for c in (args.columns or [])] or None)
+        d = {'reference': args.reference, 'current': args.current, 'source': 'profiles', **res.to_dict()}
+        lines = _drift_lines(res, args.reference, args.current, args.top)
+        if args.report:
+            from mlwork.report import Report
+            rep = Report(f'Drift of {args.current}', f'against {args.reference}, from profiles (sketch error stated per column)').html(res)
+            d['report'] = str(rep.save(args.report))
+            lines.append(f"  report: {d['report']}")
+        if res.drift_detected:
+            raise CommandFailed(d, '\n'.join(lines), code=EXIT_DRIFT)
+        return d, '\n'.join(lines)
     from mlwork.drift import DriftDetector
-    from mlwork.report import Report
     ref, ref_where = _load_source(args.reference, args.home)
     cur, cur_where = _load_source(args.current, args.home)
     exclude = set(args.exclude or [])
-    unknown = sorted(c for c in exclude if c not in ref.columns)
+    unknown = sorted(c for c in exclude | set(args.columns or []) if c not in ref.columns)
     if unknown:
-        raise UsageError(f"--exclude names column(s) not in {ref_where}: {', '.join(unknown)}")
-    common = [c for c in ref.columns if c in cur.columns and c not in exclude]
+        raise UsageError(f"--exclude/--columns name column(s) not in {ref_where}: {', '.join(unknown)}")
+    common = [c for c in (args.columns or ref.columns) if c in cur.columns and c not in exclude]
     keys = [c for c in common if ref.height > 1 and ref[c].n_unique() == ref.height and ref.schema[c].is_integer()]
     usable = [c for c in common if c not in keys and (ref.schema[c].is_numeric() or ref.schema[c] in (pl.Boolean, pl.String)
                                                        or isinstance(ref.schema[c], (pl.Enum, pl.Categorical)))]
@@ -259,22 +291,167 @@ def _cmd_drift(args: argparse.Namespace) -> tuple[Any, str]:
     det = DriftDetector(alpha=args.alpha, correction=args.correction).fit(ref.select(usable))
     res = det.score(cur.select(usable))
     d = {'reference': ref_where, 'current': cur_where, 'skipped_key_columns': keys, **res.to_dict()}
-    lines = [f"{cur_where} against {ref_where}: drift {'DETECTED' if res.drift_detected else 'not detected'} — "
-             f"{len(res.drifted)} of {res.columns.height} columns" + (f" ({', '.join(res.drifted)})" if res.drifted else '')]
-    for r in res.columns.sort(['drift', 'effect_value'], descending=True).head(args.top).to_dicts():
-        lines.append(f"  {'DRIFT' if r['drift'] else 'ok':<5} {r['column']:<24} {r['test']:<5} p_adj={r['p_adjusted']:.3g}  "
-                     f"{r['effect']}={r['effect_value']:.4f} (threshold {r['threshold']:.4f})")
+    lines = _drift_lines(res, ref_where, cur_where, args.top)
     if keys:
         lines.append(f"  skipped key-like columns: {', '.join(keys)}")
     if args.report:
-        rep = Report(f'Drift of {cur_where}', f'against {ref_where}').html(res)
-        d['report'] = str(rep.save(args.report))
-        lines.append(f"  report: {d['report']}")
+        from mlwork.drift_report import drift_report
+        path = drift_report(res, args.report, reference=ref.select(usable), current=cur.select(usable),
+                            title=f'Drift of {cur_where}', subtitle=f'against {ref_where}')
+        d['report'], d['report_json'] = str(path), str(path.with_suffix('.json'))
+        lines.append(f"  report: {d['report']} (JSON twin: {d['report_json']})")
     if res.drift_detected:
         raise CommandFailed(d, '\n'.join(lines), code=EXIT_DRIFT)
     return d, '\n'.join(lines)
 
 # %% ../nbs/90_cli.ipynb #d9aa9ac9
+def _parse_params(items: list[str] | None) -> dict[str, Any]:
+    "LightGBM parameters from `KEY=VALUE` items (values parsed as JSON when they parse, else kept as text)."
+    out: dict[str, Any] = {}
+    for it in items or []:
+        key, eq, val = it.partition('=')
+        if not eq or not key:
+            raise UsageError(f"--param expects KEY=VALUE (found {it!r})")
+        try:
+            out[key] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key] = val
+    return out
+
+def _name_version(ref: str) -> tuple[str, int | None]:
+    from mlwork.store import parse_ref
+    r = parse_ref(ref)
+    return r.name, r.version
+
+def _cmd_train(args: argparse.Namespace) -> tuple[Any, str]:
+    from mlwork.train import train_model
+    from mlwork.store import parse_ref
+    is_file = Path(args.data).suffix.lower() in ('.parquet', '.csv') or Path(args.data).exists()
+    if is_file:
+        data, where = _load_source(args.data, args.home)
+        store = None
+    else:
+        store = _store(args)
+        data = where = str(parse_ref(args.data))
+    features = args.features
+    if args.exclude:
+        if is_file:
+            cols = data.columns
+        else:
+            n, v = _name_version(data)
+            cols = store.read(n, version=v).columns
+        unknown = [c for c in args.exclude if c not in cols]
+        if unknown:
+            raise UsageError(f"--exclude names column(s) not in {where}: {', '.join(unknown)}")
+        features = [c for c in (features or cols) if c not in set(args.exclude) | {args.target, args.time_column}]
+    kw: dict[str, Any] = dict(task=args.task, features=features, params=_parse_params(args.param),
+                              num_boost_round=args.rounds, split=args.split, time_column=args.time_column,
+                              valid_fraction=args.valid_fraction, seed=args.seed, is_unbalance=args.unbalanced)
+    if args.backend != 'local' or args.scheduler:
+        kw.update(backend='dask', client=args.scheduler)
+    model = train_model(data, args.target, store=store, **kw)
+    lin = model.lineage
+    d: dict[str, Any] = {'data': where, 'task': lin.task, 'target': lin.target, 'features': lin.features,
+                         'rows_train': lin.rows_train, 'rows_valid': lin.rows_valid, 'best_iteration': lin.best_iteration,
+                         'valid_metrics': {m: v[lin.best_iteration - 1] for m, v in model.evals.get('valid', {}).items()
+                                           if len(v) >= lin.best_iteration},
+                         'seconds': lin.train_seconds}
+    lines = [f"trained a {lin.task} model on {where}: {lin.rows_train:,} rows train, {lin.rows_valid:,} valid, "
+             f"best iteration {lin.best_iteration}, {lin.train_seconds:.1f} s"]
+    lines += [f"  valid {m} = {v:.4f}" for m, v in d['valid_metrics'].items()]
+    if args.out:
+        d['saved'] = str(model.save(args.out))
+        lines.append(f"  saved to {d['saved']}")
+    if args.register:
+        from mlwork.registry import Registry
+        reg = Registry(open_workspace(args.home))
+        from mlwork.card import model_card
+        card = model_card(model, name=args.register, metrics={'validation': d['valid_metrics']} if d['valid_metrics'] else None)
+        mv = reg.register(model, args.register, metrics={f'valid_{k}': v for k, v in d['valid_metrics'].items()},
+                          description=args.description or f'trained on {where}', reason=args.reason or 'mlwork train',
+                          card=card.to_dict())
+        d['registered'] = mv.to_dict()
+        lines.append(f"  registered {args.register} version {mv.version}")
+        if args.alias:
+            reg.promote(args.register, mv.version, alias=args.alias, reason=args.reason or 'mlwork train')
+            d['alias'] = args.alias
+            lines[-1] += f" as {args.alias}"
+    return d, '\n'.join(lines)
+
+# %% ../nbs/90_cli.ipynb #6f698094
+def _registry(args: argparse.Namespace):
+    from mlwork.registry import Registry
+    return Registry(open_workspace(args.home))
+
+def _ref_arg(s: str | None) -> int | str:
+    if s is None:
+        return 'champion'
+    return int(s) if s.isdigit() else s
+
+def _cmd_models_list(args: argparse.Namespace) -> tuple[Any, str]:
+    listing = _registry(args).list()
+    d = listing.to_dict()
+    if not listing.models:
+        return d, 'no models registered'
+    lines = [f"{'model':<20} {'version':>7}  {'aliases':<20} {'status':<8} {'created (UTC)':<20} metrics"]
+    for name, versions in listing.models.items():
+        for v in versions:
+            m = ', '.join(f"{k}={x:.4g}" for k, x in list(v.metrics.items())[:3])
+            lines.append(f"{name:<20} {v.version:>7}  {', '.join(v.aliases) or '-':<20} {v.status:<8} {v.created_at[:19]:<20} {m}")
+    return d, '\n'.join(lines)
+
+def _cmd_models_show(args: argparse.Namespace) -> tuple[Any, str]:
+    v = _registry(args).show(args.name, _ref_arg(args.version))
+    d = v.to_dict()
+    lines = [f"{v.name} version {v.version} ({', '.join(v.aliases) or 'no alias'}), {v.status}, registered {v.created_at[:19]}",
+             f"  data: {v.params.get('data.ref', '-')}   signed by: {v.key_id or '-'}"]
+    lines += [f"  {k} = {x:.4g}" for k, x in v.metrics.items()]
+    if v.description:
+        lines.append(f"  {v.description}")
+    return d, '\n'.join(lines)
+
+def _cmd_models_compare(args: argparse.Namespace) -> tuple[Any, str]:
+    c = _registry(args).compare(args.name, _ref_arg(args.a), _ref_arg(args.b))
+    lines = [f"{args.name}: version {c.a.version} ({', '.join(c.a.aliases) or '-'}) against version {c.b.version} ({', '.join(c.b.aliases) or '-'})"]
+    for r in c.metrics.rows():
+        lines.append(f"  {r[0]:<16} {'-' if r[1] is None else format(r[1], '.4f'):>10} {'-' if r[2] is None else format(r[2], '.4f'):>10}"
+                     f"  {'' if r[3] is None else format(r[3], '+.4f')}")
+    lines.append(f"  lineage: {c.lineage_diff.height} difference(s)" + (': ' + ', '.join(c.lineage_diff['key'].head(8)) if c.lineage_diff.height else ''))
+    return c.to_dict(), '\n'.join(lines)
+
+def _cmd_models_promote(args: argparse.Namespace) -> tuple[Any, str]:
+    v = _registry(args).promote(args.name, _ref_arg(args.version), alias=args.alias, reason=args.reason)
+    return v.to_dict(), f"{v.name} version {v.version} is now {args.alias} (signature verified; audit log updated)"
+
+def _cmd_models_rollback(args: argparse.Namespace) -> tuple[Any, str]:
+    v = _registry(args).rollback(args.name, alias=args.alias, reason=args.reason)
+    return v.to_dict(), f"rolled back: {v.name} version {v.version} is {args.alias} again (signature verified; audit log updated)"
+
+def _cmd_models_verify(args: argparse.Namespace) -> tuple[Any, str]:
+    from mlwork.core import SignatureError
+    try:
+        v = _registry(args).verify(args.name, _ref_arg(args.version))
+    except SignatureError as e:
+        raise CommandFailed({'name': args.name, 'version': args.version, 'ok': False, 'error': str(e)}, f"FAILED: {e}") from None
+    return v.to_dict(), f"{v.name} version {v.version}: {len(v.files)} artifacts and the manifest verify (key {v.key_id})"
+
+def _cmd_models_card(args: argparse.Namespace) -> tuple[Any, str]:
+    from mlwork.card import ModelCard, model_card
+    reg = _registry(args)
+    v = reg.show(args.name, _ref_arg(args.version))
+    stored = reg.card(args.name, v.version)
+    entry = {'name': v.name, 'version': v.version, 'aliases': v.aliases, 'key_id': v.key_id, 'registered': v.created_at,
+             'manifest_sha256': v.manifest_sha256}
+    if stored:
+        card = ModelCard.from_dict({**stored, 'registry': entry})
+    else:
+        card = model_card(reg.load(args.name, v.version), name=v.name, metrics={'registered': v.metrics} if v.metrics else None,
+                          registry=entry)
+    paths = card.save(args.out)
+    d = {'name': v.name, 'version': v.version, **{k: str(p) for k, p in paths.items()}}
+    return d, f"model card of {v.name} version {v.version}: " + ', '.join(str(p) for p in paths.values())
+
+# %% ../nbs/90_cli.ipynb #5a57e652
 def _cmd_audit_verify(args: argparse.Namespace) -> tuple[Any, str]:
     from mlwork.audit import AuditLog
     log = AuditLog.for_workspace(open_workspace(args.home))
@@ -289,7 +466,7 @@ def _cmd_audit_verify(args: argparse.Namespace) -> tuple[Any, str]:
         raise CommandFailed(d, text)
     return d, text
 
-# %% ../nbs/90_cli.ipynb #da4e7e73
+# %% ../nbs/90_cli.ipynb #7215fe55
 def _int_arg(lo: int) -> Callable[[str], int]:
     def parse(s: str) -> int:
         try:
@@ -397,14 +574,73 @@ def build_parser() -> argparse.ArgumentParser:
                        description='Per-column drift tests with effect sizes, Benjamini-Hochberg across columns and thresholds '
                                    'calibrated on the reference (see mlwork.drift).',
                        epilog='exit codes: 0 no drift, 3 drift detected, 2 usage or bad input')
-    c.add_argument('reference', metavar='REFERENCE', help='a .parquet/.csv file, or NAME[@VERSION] in the workspace')
-    c.add_argument('current', metavar='CURRENT', help='a .parquet/.csv file, or NAME[@VERSION] in the workspace')
+    c.add_argument('reference', metavar='REFERENCE', help='a .parquet/.csv file, NAME[@VERSION] in the workspace, or a profile .bin')
+    c.add_argument('current', metavar='CURRENT', help='a .parquet/.csv file, NAME[@VERSION] in the workspace, or a profile .bin')
     c.add_argument('--exclude', nargs='+', metavar='COL', help='columns to leave out')
+    c.add_argument('--columns', nargs='+', metavar='COL', help='compare only these columns')
     c.add_argument('--alpha', type=_rate_arg, default=0.05, help='false-alarm rate across columns (default 0.05)')
     c.add_argument('--correction', choices=['bh', 'bonferroni', 'none'], default='bh', help='multiple-testing correction (default bh)')
     c.add_argument('--top', type=_int_arg(1), default=15, help='columns to print (default 15)')
-    c.add_argument('--report', metavar='FILE.html', help='write the drift report')
+    c.add_argument('--report', metavar='FILE.html', help='write the standalone drift report (and its JSON twin FILE.json)')
     c.set_defaults(func=_cmd_drift)
+
+    c = sub.add_parser('train', parents=[common, home], formatter_class=fmt, help='train a LightGBM model with lineage; optionally register it',
+                       description='Train a LightGBM model (binary, multiclass or regression) on a file or a dataset version, '
+                                   'with a seeded split, early stopping and full lineage; save it as LightGBM text and/or '
+                                   'register it (signed, audited) in the workspace registry.',
+                       epilog='example: mlwork train acs_train@0 --target ESR --register acs --alias champion')
+    c.add_argument('data', metavar='DATA', help='a .parquet/.csv file, or NAME[@VERSION] in the workspace (recorded in the lineage)')
+    c.add_argument('--target', required=True, metavar='COL', help='the target column')
+    c.add_argument('--task', choices=['binary', 'multiclass', 'regression'], default='binary', help='the task (default binary)')
+    c.add_argument('--features', nargs='+', metavar='COL', help='feature columns (default: all but the target and the time column)')
+    c.add_argument('--exclude', nargs='+', metavar='COL', help='columns that are not features (ids, timestamps, PII)')
+    c.add_argument('--split', choices=['random', 'time'], default='random', help='validation split (default random, stratified)')
+    c.add_argument('--time-column', metavar='COL', help='time column for --split time')
+    c.add_argument('--valid-fraction', type=_rate_arg, default=0.2, help='share of rows for validation (default 0.2)')
+    c.add_argument('--rounds', type=_int_arg(1), default=500, help='most boosting rounds (early stopping after 50 without gain)')
+    c.add_argument('--param', action='append', metavar='KEY=VALUE', help='a LightGBM parameter (repeatable), e.g. num_leaves=63')
+    c.add_argument('--unbalanced', action='store_true', help='binary: weight the rare class up (fraud)')
+    c.add_argument('--seed', type=_int_arg(0), default=0, help='seed for the split and LightGBM (default 0)')
+    c.add_argument('--backend', choices=['local', 'dask'], default='local', help='train in process or on a Dask cluster (default local)')
+    c.add_argument('--scheduler', metavar='ADDRESS', help='Dask scheduler address (default with --backend dask: a local cluster)')
+    c.add_argument('--out', metavar='DIR', help='save the model (LightGBM text + lineage JSON) here')
+    c.add_argument('--register', metavar='NAME', help='register the model under NAME in the workspace registry')
+    c.add_argument('--alias', choices=['champion', 'challenger'], help='with --register: give the new version this alias')
+    c.add_argument('--description', help='with --register: a description of the version')
+    c.add_argument('--reason', help='with --register: why (recorded in the audit log)')
+    c.set_defaults(func=_cmd_train)
+
+    c = sub.add_parser('models', formatter_class=fmt, help='the model registry: list, show, compare, promote, rollback, verify, card',
+                       description='The workspace model registry (MLflow; sqlite under the workspace by default). Every artifact '
+                                   'is signed; every load verifies; every change is written to the audit log.')
+    msub = c.add_subparsers(dest='models_command', metavar='ACTION', title='actions')
+    x = msub.add_parser('list', parents=[common, home], help='every model with its versions and aliases'); x.set_defaults(func=_cmd_models_list)
+    x = msub.add_parser('show', parents=[common, home], help='one version: metrics, lineage summary, aliases, signer')
+    x.add_argument('name', metavar='NAME'); x.add_argument('version', metavar='VERSION|ALIAS', nargs='?', help='default: champion')
+    x.set_defaults(func=_cmd_models_show)
+    x = msub.add_parser('compare', parents=[common, home], help='two versions side by side: metrics and lineage differences')
+    x.add_argument('name', metavar='NAME'); x.add_argument('a', metavar='A', nargs='?', default='champion', help='default: champion')
+    x.add_argument('b', metavar='B', nargs='?', default='challenger', help='default: challenger')
+    x.set_defaults(func=_cmd_models_compare)
+    x = msub.add_parser('promote', parents=[common, home], help='give a version an alias (its signature is verified first)')
+    x.add_argument('name', metavar='NAME'); x.add_argument('version', metavar='VERSION|ALIAS')
+    x.add_argument('--alias', choices=['champion', 'challenger'], default='champion', help='default: champion')
+    x.add_argument('--reason', help='why (recorded in the audit log)')
+    x.set_defaults(func=_cmd_models_promote)
+    x = msub.add_parser('rollback', parents=[common, home], help='restore the previous holder of an alias (default: champion)')
+    x.add_argument('name', metavar='NAME')
+    x.add_argument('--alias', choices=['champion', 'challenger'], default='champion', help='default: champion')
+    x.add_argument('--reason', help='why (recorded in the audit log)')
+    x.set_defaults(func=_cmd_models_rollback)
+    x = msub.add_parser('verify', parents=[common, home], help="check a version's artifacts against their signatures (exit 1 if changed)",
+                        epilog='exit codes: 0 verified, 1 an artifact or signature was changed, 2 usage')
+    x.add_argument('name', metavar='NAME'); x.add_argument('version', metavar='VERSION|ALIAS', nargs='?', help='default: champion')
+    x.set_defaults(func=_cmd_models_verify)
+    x = msub.add_parser('card', parents=[common, home], help='write the model card (HTML, Markdown, JSON)')
+    x.add_argument('name', metavar='NAME'); x.add_argument('version', metavar='VERSION|ALIAS', nargs='?', help='default: champion')
+    x.add_argument('--out', required=True, metavar='DIR', help='folder for card.html, card.md and card.json')
+    x.set_defaults(func=_cmd_models_card)
+    c.set_defaults(func=None, parser=c)
 
     c = sub.add_parser('audit', formatter_class=fmt, help='check the tamper-evident audit log',
                        description="The workspace's append-only, hash-chained audit log.")
@@ -445,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=None, parser=d)
     return p
 
-# %% ../nbs/90_cli.ipynb #f09767e3
+# %% ../nbs/90_cli.ipynb #bd5f406f
 def main(argv: Sequence[str] | None = None) -> int:
     "Run the `mlwork` command with `argv` (default: `sys.argv[1:]`); return the exit code."
     argv = list(sys.argv[1:] if argv is None else argv)

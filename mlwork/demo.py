@@ -26,7 +26,7 @@ from .synthetic import Drift, generate
 from .validate import infer_contract, validate
 
 # %% auto #0
-__all__ = ['log', 'DEMO_CREDIT_KNOBS', 'DEMO_ROW_CHECKS_WARN', 'DemoResult', 'run_demo']
+__all__ = ['log', 'DEMO_CREDIT_KNOBS', 'DEMO_ROW_CHECKS_WARN', 'DEMO_TRAIN', 'DEMO_GATE_MARGIN', 'DemoResult', 'run_demo']
 
 # %% ../nbs/80_demo.ipynb #90766599
 log = get_logger('mlwork.demo')
@@ -235,14 +235,17 @@ def _data_section(rep: Report, store: DatasetStore, d: dict[str, Any]) -> dict[s
             'versions': {n: store.version(n) for n in store.list()}}
 
 # %% ../nbs/80_demo.ipynb #f5c94b50
-def _drift_section(rep: Report, store: DatasetStore) -> dict[str, Any]:
+def _drift_section(rep: Report, store: DatasetStore, out_dir: Path) -> dict[str, Any]:
+    from mlwork.drift_report import drift_report
     drop = ['id', 'year']
-    det = DriftDetector().fit(store.read('acs', version=0).drop(drop))
-    rows, windows = [], {}
+    ref = store.read('acs', version=0).drop(drop)
+    det = DriftDetector().fit(ref)
+    rows, windows, last = [], {}, None
     for v in range(1, store.version('acs') + 1):
         cur = store.read('acs', version=v).join(store.read('acs', version=v - 1).select('id'), on='id', how='anti')
         year = int(cur['year'][0])
         res = det.score(cur.drop(drop))
+        last = (year, res, cur.drop(drop))
         top = res.columns.sort('effect_value', descending=True).head(3)
         windows[str(year)] = res.drifted
         rows.append({'window': str(year), 'rows': cur.height, 'drifted': ', '.join(res.drifted) or 'none',
@@ -255,14 +258,173 @@ def _drift_section(rep: Report, store: DatasetStore) -> dict[str, Any]:
              + (f"Flagged in at least one window: {', '.join(flagged)}." if flagged else
                 'No effect reaches the threshold, so no drift alarm is raised.'))
     rep.table(rows, caption='per window: features flagged, features significant after Benjamini–Hochberg, largest effect sizes')
+    year, res, cur = last
+    path = drift_report(res, out_dir / f'drift_acs_{year}.html', reference=ref, current=cur,
+                        title=f'Drift of ACS {year}', subtitle=f'against the {ACS_REFERENCE_YEAR} reference (acs@0)')
+    import os
+    rel = Path(os.path.relpath(path, out_dir.parent.resolve())).as_posix()
+    rep.html(f'<p>Standalone drift report, ACS {year} against {ACS_REFERENCE_YEAR} (every feature: test, effect, threshold, '
+             f'binned distributions of both years): <a href="{rel}">{rel}</a>, with its JSON twin for machines.</p>')
     credit_ref = store.read('credit', version=0)
     valid = store.read('credit', version=1).join(credit_ref.select('id', 'timestamp'), on=['id', 'timestamp'], how='anti')
     cols = [c for c in credit_ref.columns if c not in ('id', 'timestamp', 'repaid', 'name', 'email', 'phone', 'card_number')]
     cres = DriftDetector().fit(credit_ref.select(cols)).score(valid.select(cols))
     rep.heading('Credit: validated production rows against the reference', 3).html(cres)
-    return {'acs_windows': windows, 'credit_drifted': cres.drifted}
+    return {'acs_windows': windows, 'credit_drifted': cres.drifted, 'report': str(path)}
 
-# %% ../nbs/80_demo.ipynb #c0168ff8
+# %% ../nbs/80_demo.ipynb #4aaeda03
+DEMO_TRAIN = dict(num_boost_round=200, params={'learning_rate': 0.1}, seed=0)  # Enough for ACS: early stopping ends near 100 rounds
+DEMO_GATE_MARGIN = 0.005  # The challenger may be at most this much worse in ROC AUC (95 % CI lower bound) to be promoted
+_ACS_DROP = ['id', 'year']
+
+def _labelled(store: DatasetStore, version: int) -> pl.DataFrame:
+    "ACS rows added in `version` (one survey year) joined with their labels."
+    cur = store.read('acs', version=version)
+    if version:
+        cur = cur.join(store.read('acs', version=version - 1).select('id'), on='id', how='anti')
+    return cur.join(store.read('acs_labels', version=version).select('id', ACS_TARGET), on='id', how='inner')
+
+def _models(ws, store: DatasetStore, report_dir: Path, run_id: str) -> dict[str, Any]:
+    "Train, evaluate, explain, register, estimate, challenge, promote, roll back, tamper, audit."
+    import numpy as np
+    from mlwork.audit import AuditLog
+    from mlwork.card import model_card
+    from mlwork.core import SignatureError
+    from mlwork.estimate import CBPE
+    from mlwork.explain import explain
+    from mlwork.performance import compare, evaluate, slice_metrics
+    from mlwork.registry import Registry
+    from mlwork.train import train_model
+    user = 'mlwork-demo'
+    y2015 = _labelled(store, 0)
+    holdout_mask = np.random.default_rng(7).random(y2015.height) < 0.3
+    train_v = store.ingest('acs_train', y2015.filter(~pl.Series(holdout_mask)), message='ACS 2015, 70 % for training', user=user)
+    hold_v = store.ingest('acs_holdout', y2015.filter(pl.Series(holdout_mask)), message='ACS 2015, 30 % held out (CBPE reference)', user=user)
+    for v in (train_v, hold_v):
+        store.record_lineage(v.ref, ['acs@0', 'acs_labels@0'], kind='join+split', details={'run_id': run_id, 'seed': 7}, user=user)
+    feats = [c for c in y2015.columns if c not in (*_ACS_DROP, ACS_TARGET)]
+    champ = train_model(train_v.ref, ACS_TARGET, features=feats, store=store, **DEMO_TRAIN)
+    years = {v: _labelled(store, v) for v in range(1, store.version('acs') + 1)}
+    year_of = {v: int(f['year'][0]) for v, f in years.items()}
+    y16 = years[1]
+    p16 = champ.predict(y16.select(feats))
+    perf16 = evaluate(y16[ACS_TARGET].to_numpy(), p16)
+    slices = slice_metrics(y16.with_columns(score=pl.Series(p16)), 'SEX', target=ACS_TARGET, prediction='score')
+    expl = explain(champ, y16.head(2_000).select(feats))
+    reasons = expl.top_reasons(3, rows=[0, 1, 2])
+    reg = Registry(ws)
+    intended = ('Research demo: predicts employment status from census features; ranks people for outreach '
+                'programmes studied by analysts. Not for decisions about individuals.')
+    limits = ('Trained on one state (Massachusetts) and one survey year; performance is monitored on later years with '
+              'label-free estimates. Sex and race are features, so per-group metrics must be reviewed before any use.')
+    card1 = model_card(champ, name='acs_employment', metrics={f'ACS {year_of[1]} (acs@1)': perf16}, slices=slices, explanation=expl,
+                       datasets=[{'role': 'evaluation', 'ref': 'acs@1 + acs_labels@1', 'rows': y16.height}],
+                       intended_use=intended, limitations=limits)
+    mv1 = reg.register(champ, 'acs_employment', metrics={f'roc_auc_{year_of[1]}': perf16.metrics['roc_auc'],
+                                                          f'log_loss_{year_of[1]}': perf16.metrics['log_loss']},
+                       description=f'trained on {train_v.ref}', reason='first model', user=user, card=card1.to_dict())
+    reg.promote('acs_employment', mv1.version, alias='champion', reason='first model', user=user)
+    # label-free estimates for each production year, realised values once labels arrive
+    hold = store.read('acs_holdout', version=hold_v.version)
+    cb = CBPE(metrics=('roc_auc', 'accuracy', 'f1')).fit(champ.predict(hold.select(feats)), hold[ACS_TARGET].to_numpy())
+    est = cb.estimate({str(year_of[v]): champ.predict(f.select(feats)) for v, f in years.items()},
+                      labels={str(year_of[v]): f[ACS_TARGET].to_numpy() for v, f in years.items()})
+    # challenger: 2015 (train part) + 2016, compared with the champion on 2017
+    train2 = store.ingest('acs_train', y16.select(store.read('acs_train', version=train_v.version).columns),
+                          message='+ ACS 2016 with its labels', user=user)
+    store.record_lineage(train2.ref, [train_v.ref, 'acs@1', 'acs_labels@1'], kind='append', details={'run_id': run_id}, user=user)
+    chall = train_model(train2.ref, ACS_TARGET, features=feats, store=store, **DEMO_TRAIN)
+    y17 = years[2]
+    p_champ, p_chall = champ.predict(y17.select(feats)), chall.predict(y17.select(feats))
+    cmp = compare(y17[ACS_TARGET].to_numpy(), p_champ, p_chall, metric='roc_auc', n_boot=500, seed=0)
+    perf17 = evaluate(y17[ACS_TARGET].to_numpy(), p_chall)
+    card2 = model_card(chall, name='acs_employment', metrics={f'ACS {year_of[2]} (acs@2)': perf17}, comparisons=[cmp],
+                       intended_use=intended, limitations=limits,
+                       datasets=[{'role': 'evaluation', 'ref': 'acs@2 + acs_labels@2', 'rows': y17.height}])
+    mv2 = reg.register(chall, 'acs_employment', metrics={f'roc_auc_{year_of[2]}': perf17.metrics['roc_auc']},
+                       description=f'trained on {train2.ref}', reason='retrained with 2016 labels', user=user, card=card2.to_dict())
+    reg.promote('acs_employment', mv2.version, alias='challenger', reason='candidate', user=user)
+    gate = cmp.lower > -DEMO_GATE_MARGIN
+    steps = [{'step': 'register', 'detail': f'version {mv1.version} (trained on {train_v.ref}) → champion'},
+             {'step': 'register', 'detail': f'version {mv2.version} (trained on {train2.ref}) → challenger'},
+             {'step': 'compare', 'detail': f'on ACS {year_of[2]}: {cmp.text}'}]
+    if gate:
+        reg.promote('acs_employment', mv2.version, alias='champion', reason=f'gate passed: {cmp.text}', user=user)
+        steps.append({'step': 'promote', 'detail': f'gate passed (lower bound {cmp.lower:+.4f} > −{DEMO_GATE_MARGIN}): version {mv2.version} → champion'})
+        back = reg.rollback('acs_employment', reason='rollback drill', user=user)
+        steps.append({'step': 'rollback', 'detail': f'drill: version {back.version} is champion again, in one call'})
+    else:
+        steps.append({'step': 'promote', 'detail': f'gate failed (lower bound {cmp.lower:+.4f} ≤ −{DEMO_GATE_MARGIN}): champion unchanged'})
+    # tamper with the challenger's model file on disk: loading must refuse it; then restore the bytes
+    art = next((ws.path('models') / 'artifacts').glob(f'*{mv2.run_id}*/artifacts/*/model.json'))
+    original = art.read_bytes()
+    art.write_bytes(original.replace(b'"num_leaves', b'"num_leafs', 1) if b'"num_leaves' in original else original + b' ')
+    try:
+        reg.load('acs_employment', mv2.version)
+        refused = None
+    except SignatureError as e:
+        refused = str(e)
+    finally:
+        art.write_bytes(original)
+    steps.append({'step': 'tamper', 'detail': f'one byte of version {mv2.version}\'s model.json changed on disk → '
+                                              + (f'refused: {refused}' if refused else 'NOT refused')})
+    reg.verify('acs_employment', mv2.version)
+    steps.append({'step': 'restore', 'detail': f'original bytes back: version {mv2.version} verifies again'})
+    audit = AuditLog.for_workspace(ws).verify()
+    champion = reg.show('acs_employment', 'champion')
+    card_paths = model_card(champ, name='acs_employment', metrics={f'ACS {year_of[1]} (acs@1)': perf16}, slices=slices,
+                            explanation=expl, comparisons=[cmp], intended_use=intended, limitations=limits,
+                            datasets=[{'role': 'evaluation', 'ref': 'acs@1 + acs_labels@1', 'rows': y16.height}],
+                            registry={'name': champion.name, 'version': champion.version, 'aliases': champion.aliases,
+                                      'key_id': champion.key_id}).save(report_dir / 'model_card')
+    return {'champion': champ, 'perf16': perf16, 'slices': slices, 'explanation': expl, 'reasons': reasons,
+            'estimate': est, 'comparison': cmp, 'steps': steps, 'refused': refused, 'audit': audit,
+            'card': card_paths, 'registry': reg, 'versions': (mv1.version, mv2.version), 'gate': gate,
+            'train_refs': (train_v.ref, train2.ref), 'final_champion': champion.version, 'year_of': year_of}
+
+def _model_section(rep: Report, m: dict[str, Any], report_path: Path) -> dict[str, Any]:
+    champ, perf, est, cmp = m['champion'], m['perf16'], m['estimate'], m['comparison']
+    y1 = m['year_of'][1]
+    rep.heading('Models')
+    rep.text(f"A LightGBM model trained on {m['train_refs'][0]} (70 % of ACS 2015, with lineage to the features and labels it "
+             f"came from), evaluated on ACS {y1}, explained with exact TreeSHAP, and registered in the MLflow registry "
+             'of the workspace — every artifact signed, every change in the audit log.')
+    import os
+    rel = lambda p: Path(os.path.relpath(Path(p).resolve(), report_path.parent.resolve())).as_posix()
+    rep.html(f'<p>Model card: <a href="{rel(m["card"]["html"])}">{rel(m["card"]["html"])}</a> '
+             f'(also as <a href="{rel(m["card"]["markdown"])}">Markdown</a>)</p>')
+    pm = perf.metrics
+    rep.tiles({f'ROC AUC {y1}': round(pm['roc_auc'], 4), f'PR AUC {y1}': round(pm['pr_auc'], 4), 'log loss': round(pm['log_loss'], 4),
+               'Brier': round(pm['brier'], 4), 'best iteration': champ.lineage.best_iteration,
+               'features': len(champ.lineage.features)})
+    rep.heading(f'Per slice (sex), ACS {y1}', 3).table(m['slices'])
+    imp = m['explanation'].global_importance().head(12)
+    fig, (a1, a2) = new_figure(10, 3.4, ncols=2)
+    a1.barh(imp['feature'].to_list()[::-1], imp['mean_abs_shap'].to_list()[::-1], color='#0969da')
+    a1.set(title='Global importance (mean |SHAP|)', xlabel='mean |contribution| (log-odds)')
+    cal = perf.calibration
+    a2.plot([0, 1], [0, 1], color='#888', linestyle='--', linewidth=1)
+    a2.plot(cal['mean_predicted'].to_list(), cal['fraction_positive'].to_list(), marker='o', color='#1a7f37')
+    a2.set(title=f'Calibration on ACS {y1}', xlabel='mean predicted', ylabel='fraction employed')
+    rep.figure(fig, 'Left: what the model relies on (exact TreeSHAP). Right: predicted probabilities against outcomes.')
+    rep.heading('Decision rationale (first three rows)', 3).table(m['reasons'].with_columns(pl.col('contribution').round(4)))
+    rep.heading('Performance without labels', 3)
+    f = est.frame
+    rep.text('Production labels arrive late. CBPE estimates ROC AUC, accuracy and F1 of the champion for each production '
+             'year from its calibrated scores alone; the realised values (labels joined later) are shown beside them.')
+    rep.table(f.select('window', 'metric', pl.col('estimate', 'lower', 'upper', 'realised').round(4), 'within_band',
+                       (pl.col('estimate') - pl.col('realised')).abs().round(4).alias('abs_error')))
+    rep.figure(est.plot(), 'Estimated (band) and realised (×) performance per production year.')
+    rep.heading('Registry: challenger, promotion gate, rollback, tamper check', 3)
+    rep.table(m['steps'])
+    a = m['audit']
+    rep.text(f"Audit log: {'intact' if a.ok else 'TAMPERED'} — {a.entries} entries, head {a.head[:16]}…", note=True)
+    return {'roc_auc_2016': pm['roc_auc'], 'comparison': cmp.to_dict(), 'gate_passed': m['gate'],
+            'versions': list(m['versions']), 'final_champion': m['final_champion'], 'tamper_refused': m['refused'] is not None,
+            'audit_ok': a.ok, 'audit_entries': a.entries, 'audit_head': a.head, 'card': {k: str(v) for k, v in m['card'].items()},
+            'estimates': est.to_dict()['rows']}
+
+# %% ../nbs/80_demo.ipynb #8310280b
 def run_demo(
     workspace: str | Path | None = None,  # Folder for a fresh workspace; default ./mlwork-demo/<run id>
     reports: str | Path = 'reports',  # Folder for the HTML report
@@ -281,7 +443,7 @@ def run_demo(
     ws_root = Path(workspace) if workspace is not None else Path('mlwork-demo') / run_id
     if ws_root.exists() and any(ws_root.iterdir()):
         raise param_error('workspace', 'a new or empty folder (omit it to get a fresh one)', str(ws_root), owner='mlwork demo')
-    bar = _steps(5, progress)
+    bar = _steps(6, progress)
     try:
         ws = init_workspace(ws_root).workspace
         log.info('workspace ready', extra={'fields': {'root': str(ws.root), 'run_id': run_id}})
@@ -312,10 +474,15 @@ def run_demo(
         acs_summary = _acs_section(rep, ref, windows, labels_rows)
         credit_summary = _credit_section(rep, credit)
         data_summary = _data_section(rep, store, data)
-        drift_summary = _drift_section(rep, store)
+        report_path = Path(reports) / f'{run_id}.html'
+        drift_summary = _drift_section(rep, store, report_path.parent / run_id)
+        bar.update(1)
+        models = _models(ws, store, report_path.parent / run_id, run_id)
+        model_summary = _model_section(rep, models, report_path)
+        log.info('models trained, registered and checked', extra={'fields': {
+            'champion': model_summary['final_champion'], 'gate_passed': model_summary['gate_passed']}})
         rep.heading('Workspace')
         rep.table([{'store': s, 'uri': ws.uri(s)} for s in ws.config.stores], caption='every store is a URI: local folders here, object storage in production')
-        report_path = Path(reports) / f'{run_id}.html'
         manifest_path = run_dir / 'manifest.json'
         rep.heading('Reproduce this run')
         rep.text(f'mlwork demo --rows {rows} --seed {seed}\n\nManifest: {manifest_path.resolve()}. '
@@ -326,7 +493,8 @@ def run_demo(
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    summary = {'acs': acs_summary, 'credit': credit_summary, 'data': data_summary, 'drift': drift_summary}
+    summary = {'acs': acs_summary, 'credit': credit_summary, 'data': data_summary, 'drift': drift_summary,
+               'models': model_summary}
     manifest = {
         'run_id': run_id, 'kind': 'demo', 'started': started.isoformat(), 'finished': utc_now().isoformat(),
         'seconds': round(seconds, 3), 'parameters': {'rows': rows, 'seed': seed},
@@ -334,7 +502,9 @@ def run_demo(
                            'reference_year': ACS_REFERENCE_YEAR, 'production_years': list(ACS_PRODUCTION_YEARS)},
                    'credit': {'generator': 'credit', 'spec': credit.spec, 'path': str(batch_path),
                               'sha256': sha256_file(batch_path)}},
-        'outputs': {'report': str(saved), 'contract': data['contract_path'],
+        'outputs': {'report': str(saved), 'contract': data['contract_path'], 'model_card': model_summary['card'],
+                    'drift_report': drift_summary.get('report'), 'registry': models['registry']._safe_uri(),
+                    'audit_head': model_summary['audit_head'],
                     'versions': {k: str(v.ref) for k, v in (('raw', data['raw']), ('valid', data['valid']),
                                                             ('quarantine', data['quarantine'])) if v is not None},
                     'profiles': [p['profile'] for p in data['profiles']]},

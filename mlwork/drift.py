@@ -5,9 +5,15 @@
 # %% ../nbs/20_drift.ipynb #111743f0
 from __future__ import annotations
 
+import copy
+import importlib.util
 import math
 import numbers
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -18,8 +24,11 @@ from .core import DataError, NotFittedError, param_error
 from .report import html_table
 
 # %% auto #0
-__all__ = ['PSI_EPSILON', 'KS_MAX_EXACT_N', 'RESULT_SCHEMA', 'psi', 'js_distance', 'hellinger', 'total_variation',
-           'ks_wasserstein', 'chi2_test', 'adjust_pvalues', 'DriftResult', 'DriftDetector', 'drift_benchmark']
+__all__ = ['PSI_EPSILON', 'KS_MAX_EXACT_N', 'BACKENDS', 'CALIBRATION_ATOMS', 'CALIBRATION_MAX_UNIQUE', 'GAUSSIAN_MIN_EXPECTED',
+           'RESULT_SCHEMA', 'CATEGORY_PROBS', 'NUMERIC_SHIFTS', 'CATEGORY_SHIFTS', 'psi', 'js_distance', 'hellinger',
+           'total_variation', 'array_namespace', 'ks_wasserstein', 'reference_atoms', 'calibration_null', 'chi2_test',
+           'adjust_pvalues', 'DriftResult', 'DriftDetector', 'detection_power', 'min_detectable_drift', 'power_table',
+           'drift_benchmark']
 
 # %% ../nbs/20_drift.ipynb #906f5ade
 PSI_EPSILON = 1e-4  # Proportions below this are raised to it before PSI takes logs
@@ -51,28 +60,141 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.abs(p / p.sum() - q / q.sum()).sum() / 2)
 
 # %% ../nbs/20_drift.ipynb #fc9661c6
+BACKENDS = ('numpy', 'cupy', 'auto')
+
+def _gpu_visible() -> bool:
+    return os.path.exists('/dev/nvidia0') or shutil.which('nvidia-smi') is not None
+
+def array_namespace(
+    backend: str | ModuleType = 'numpy',  # 'numpy', 'cupy', 'auto' (cupy when installed and a GPU is visible), or an array API namespace
+) -> ModuleType:
+    "The array namespace the drift kernels run on."
+    if isinstance(backend, ModuleType):
+        return backend
+    if backend not in BACKENDS:
+        raise param_error('backend', "one of 'numpy', 'cupy', 'auto' or an array API namespace module", backend, owner='DriftDetector')
+    if backend == 'auto':
+        backend = 'cupy' if importlib.util.find_spec('cupy') is not None and _gpu_visible() else 'numpy'
+    if backend == 'cupy':
+        try:
+            import cupy
+        except ImportError as e:
+            raise param_error('backend', "'cupy' only where cupy is installed (pip install 'mlwork[gpu]')", backend, owner='DriftDetector') from e
+        return cupy
+    return np
+
+def _to_host(x: Any) -> np.ndarray:
+    "A numpy copy of an array from any backend."
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, 'get'):  # cupy
+        return x.get()
+    return np.asarray(x)
+
+# %% ../nbs/20_drift.ipynb #b693d7d6
+def _argsort_stable(xp: ModuleType, x: Any) -> Any:
+    try:
+        return xp.argsort(x, stable=True)
+    except TypeError:  # cupy: its sort is a (stable) radix sort and has no `stable` keyword
+        return xp.argsort(x)
+
 def ks_wasserstein(
-    reference: np.ndarray,  # Sorted reference values (finite)
-    current: np.ndarray,  # Sorted current values (finite)
+    reference: Any,  # Sorted reference values (finite), any array API array
+    current: Any,  # Sorted current values (finite), same namespace
     *,
     method: str = 'auto',  # 'auto', 'exact' or 'asymp', as `scipy.stats.ks_2samp`
+    xp: ModuleType | None = None,  # Array namespace; None = numpy
 ) -> tuple[float, float, str, float]:
     "Two-sided KS statistic, its p-value, the method used, and the (raw) Wasserstein-1 distance."
-    n1, n2 = len(reference), len(current)
-    both = np.concatenate([reference, current])
-    both.sort()
-    gap = np.abs(np.searchsorted(reference, both, side='right') / n1 - np.searchsorted(current, both, side='right') / n2)
-    wasserstein = float(np.sum(gap[:-1] * np.diff(both)))
+    xp = np if xp is None else xp
+    n1, n2 = int(reference.shape[0]), int(current.shape[0])
+    both = xp.concat([reference, current])
+    order = _argsort_stable(xp, both)
+    merged = xp.take(both, order)
+    del both
+    # n1*n2*(F_ref - F_cur) at each merged point, exact in float64 (|value| <= n1*n2 < 2**53):
+    # every reference value adds n2, every current value subtracts n1
+    gap = xp.cumulative_sum(xp.astype(order < n1, xp.float64) * float(n1 + n2) - float(n1))[:-1]
+    del order
+    gap = xp.abs(gap)
+    step = merged[1:] - merged[:-1]
+    del merged
+    wasserstein = float(xp.sum(gap * step)) / (n1 * n2)
+    if n1 + n2 < 2:
+        d = 0.0
+    else:  # KS looks at the last element of each run of tied values only (step > 0); ties are rare, so try the argmax first
+        top = int(xp.argmax(gap))
+        d_top = float(gap[top]) if float(step[top]) > 0 else float(xp.max(xp.where(step > 0, gap, xp.zeros_like(gap))))
+        d = d_top / (n1 * n2)
     mode = method if method != 'auto' else ('exact' if max(n1, n2) <= KS_MAX_EXACT_N else 'asymp')
     if mode == 'exact':
-        res = _stats.ks_2samp(reference, current, method='exact')
+        res = _stats.ks_2samp(_to_host(reference), _to_host(current), method='exact')
         return float(res.statistic), float(res.pvalue), 'exact', wasserstein
-    d = float(gap.max())
     m, n = sorted([float(n1), float(n2)], reverse=True)
     p = float(np.clip(_stats.kstwo.sf(d, np.round(m * n / (m + n))), 0, 1))
     return d, p, 'asymp', wasserstein
 
-# %% ../nbs/20_drift.ipynb #b693d7d6
+# %% ../nbs/20_drift.ipynb #bd203a37
+CALIBRATION_ATOMS = 1024  # Equal-mass quantile atoms summarising a numeric reference with many distinct values
+CALIBRATION_MAX_UNIQUE = 4096  # Up to this many distinct values, the atoms are the values themselves
+GAUSSIAN_MIN_EXPECTED = 10.0  # Gaussian limit when every atom expects at least this many values in the smaller sample
+
+def reference_atoms(
+    sorted_values: np.ndarray,  # Sorted finite reference values
+) -> tuple[np.ndarray, np.ndarray]:
+    "Atoms summarising a sorted numeric reference: (values, integer weights, i.e. counts)."
+    x = np.asarray(sorted_values, float)
+    n = len(x)
+    starts = np.flatnonzero(np.concatenate([[True], x[1:] != x[:-1]]))
+    if len(starts) <= CALIBRATION_MAX_UNIQUE:
+        return x[starts], np.diff(np.append(starts, n))
+    idx = ((np.arange(CALIBRATION_ATOMS) + 0.5) * n / CALIBRATION_ATOMS).astype(np.int64)
+    return x[idx], np.ones(CALIBRATION_ATOMS, np.int64)
+
+def _draw_counts(p: np.ndarray, n: int, reps: int, rng: np.random.Generator, counts: np.ndarray | None = None) -> np.ndarray:
+    "reps multinomial(n, p) count vectors: by drawing n values when that is cheaper than len(p) binomials."
+    k = len(p)
+    if n >= 4 * k:
+        return rng.multinomial(n, p, size=reps)
+    if counts is not None and counts.sum() <= 50_000_000:  # p = counts / counts.sum(): draw positions of a table
+        draws = np.repeat(np.arange(k), counts)[rng.integers(0, int(counts.sum()), size=(reps, n))]
+    else:
+        draws = np.minimum(np.searchsorted(np.cumsum(p), rng.random((reps, n)), side='right'), k - 1)
+    draws += (np.arange(reps) * k)[:, None]
+    return np.bincount(draws.ravel(), minlength=reps * k).reshape(reps, k)
+
+def calibration_null(
+    atoms: np.ndarray | None,  # Atom values (numeric); None for a categorical column
+    probs: np.ndarray,  # Atom (or category) probabilities, or integer counts
+    n_reference: int,  # Reference sample size
+    n_current: int,  # Current sample size
+    *,
+    scale: float = 1.0,  # Divide the Wasserstein distance by this (the reference std)
+    reps: int = 500,  # Repetitions
+    rng: np.random.Generator | None = None,  # Random generator
+    gaussian: bool | None = None,  # Use the Gaussian limit; None = where every atom expects >= GAUSSIAN_MIN_EXPECTED (numeric only)
+) -> np.ndarray:
+    "Null draws of the effect size (normalised Wasserstein, or total variation) between samples of these sizes."
+    rng = np.random.default_rng() if rng is None else rng
+    counts = np.asarray(probs) if np.issubdtype(np.asarray(probs).dtype, np.integer) else None
+    p = np.asarray(probs, float)
+    p = p / p.sum()
+    if len(p) < 2:
+        return np.zeros(reps)
+    n_small = min(n_reference, n_current)
+    if gaussian is None:
+        gaussian = atoms is not None and n_small * p.min() >= GAUSSIAN_MIN_EXPECTED
+    if gaussian and atoms is not None:
+        z = rng.standard_normal((reps, len(p))) * np.sqrt(p)
+        bridge = np.cumsum(z, axis=1)
+        bridge -= np.cumsum(p)[None, :] * bridge[:, -1:]
+        return np.abs(bridge[:, :-1]) @ (np.diff(atoms) / scale) * math.sqrt(1 / n_reference + 1 / n_current)
+    diff = _draw_counts(p, n_reference, reps, rng, counts) / n_reference - _draw_counts(p, n_current, reps, rng, counts) / n_current
+    if atoms is None:
+        return np.abs(diff).sum(axis=1) / 2
+    return np.abs(np.cumsum(diff, axis=1)[:, :-1]) @ (np.diff(atoms) / scale)
+
+# %% ../nbs/20_drift.ipynb #8ae9c948
 def chi2_test(
     reference_counts: np.ndarray,  # Reference counts per category
     current_counts: np.ndarray,  # Current counts per category, same order
@@ -87,7 +209,7 @@ def chi2_test(
     dof = table.shape[1] - 1
     return stat, float(_stats.chi2.sf(stat, dof)), dof, float(expected.min())
 
-# %% ../nbs/20_drift.ipynb #dcab9fd8
+# %% ../nbs/20_drift.ipynb #5acfaf45
 def adjust_pvalues(
     pvalues: np.ndarray,  # One p-value per test; NaN for "no test"
     method: str = 'bh',  # 'bh' (Benjamini–Hochberg), 'bonferroni' or 'none'
@@ -112,7 +234,7 @@ def adjust_pvalues(
     out[ok] = adjusted
     return out
 
-# %% ../nbs/20_drift.ipynb #5575839b
+# %% ../nbs/20_drift.ipynb #1bac805c
 RESULT_SCHEMA = {
     'column': pl.String, 'kind': pl.String, 'n_reference': pl.Int64, 'n_current': pl.Int64,
     'missing_reference': pl.Int64, 'missing_current': pl.Int64, 'test': pl.String, 'method': pl.String,
@@ -160,9 +282,10 @@ class DriftResult:
                                     'threshold', 'rule', 'drift', 'unseen_count', 'why')
         return head + html_table(shown.sort('drift', descending=True))
 
-# %% ../nbs/20_drift.ipynb #13750b94
+# %% ../nbs/20_drift.ipynb #11703d75
 _POLICIES = ('auto', 'pvalue', 'effect', 'both')
 _CORRECTIONS = ('bh', 'bonferroni', 'none')
+_NULL_CACHE_SIZE = 256  # (column, n, m) calibrations kept per detector
 
 def _is_numeric(dtype: pl.DataType) -> bool:
     return dtype.is_numeric()
@@ -171,15 +294,22 @@ def _is_categorical(dtype: pl.DataType) -> bool:
     return dtype == pl.Boolean or dtype == pl.String or isinstance(dtype, (pl.Enum, pl.Categorical))
 
 def _finite_sorted(s: pl.Series) -> tuple[np.ndarray, int]:
-    x = s.drop_nulls().cast(pl.Float64).to_numpy()
-    finite = np.isfinite(x)
-    missing = s.len() - int(finite.sum())
-    return np.sort(x[finite]), missing
+    "Sorted finite values as float64 (nulls, NaN and infinities set aside) and how many were set aside."
+    x = s.cast(pl.Float64)
+    if x.null_count():
+        x = x.drop_nulls()
+    arr = x.to_numpy()
+    finite = np.isfinite(arr)
+    if finite.all():
+        return x.sort().to_numpy(), s.len() - len(arr)  # polars sorts faster than numpy
+    arr = np.sort(arr[finite])
+    return arr, s.len() - len(arr)
 
 def _category_counts(s: pl.Series) -> tuple[dict[str, int], int]:
-    vc = s.drop_nulls().cast(pl.String).value_counts()
+    vc = s.drop_nulls().value_counts()
     name = vc.columns[0]
-    return dict(zip(vc[name].to_list(), vc['count'].to_list())), s.null_count()
+    vc = vc.with_columns(pl.col(name).cast(pl.String)).sort(name)  # value_counts' order is not deterministic
+    return dict(zip(vc[name].cast(pl.String).to_list(), vc['count'].to_list())), s.null_count()
 
 def _check_real(value: Any, name: str, low: float, high: float, *, closed: bool = False) -> float:
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
@@ -203,19 +333,22 @@ class DriftDetector:
         alpha: float = 0.05,  # Significance level after correction; also the calibrated false-alarm rate
         correction: str = 'bh',  # Multiple-testing correction across columns: 'bh', 'bonferroni' or 'none'
         policy: str = 'auto',  # 'auto' (p-value below `large_n`, p-value and effect from it), 'pvalue', 'effect', 'both'
-        calibrate: bool = True,  # Calibrate effect thresholds on random halves of the reference
-        n_calibration: int = 200,  # Random half-splits of the reference for calibration
-        calibration_rows: int = 10_000,  # At most this many reference values per column are used to calibrate
+        calibrate: bool = True,  # Calibrate effect thresholds at the scored sample sizes
+        n_calibration: int = 500,  # Null draws per column and pair of sizes
+        calibration_rows: int = 10_000,  # Ignored since thresholds are calibrated at the scored sizes (kept for compatibility)
         large_n: int = 10_000,  # From this many values in the smaller sample, 'auto' also requires the effect
         min_wasserstein: float = 0.1,  # Floor on the normalised Wasserstein threshold (numeric columns)
         min_tv: float = 0.05,  # Floor on the total variation threshold (categorical columns)
         n_bins: int = 10,  # Reference-quantile bins for numeric PSI, Jensen–Shannon and Hellinger
         ks_method: str = 'auto',  # KS p-value: 'auto' (exact up to 10,000 values), 'exact' or 'asymp'
-        seed: int = 0,  # Seed of the calibration splits
+        seed: int = 0,  # Seed of the calibration draws
+        backend: str | ModuleType = 'numpy',  # Array backend of the numeric kernels: 'numpy', 'cupy', 'auto' or a namespace
+        n_threads: int | None = None,  # Columns prepared and scored in parallel; None = min(4, CPU count)
     ):
         self.alpha, self.correction, self.policy, self.calibrate = alpha, correction, policy, calibrate
         self.n_calibration, self.calibration_rows, self.large_n = n_calibration, calibration_rows, large_n
         self.min_wasserstein, self.min_tv, self.n_bins, self.ks_method, self.seed = min_wasserstein, min_tv, n_bins, ks_method, seed
+        self.backend, self.n_threads = backend, n_threads
 
     def _validate(self) -> None:
         _check_real(self.alpha, 'alpha', 0, 1)
@@ -230,10 +363,21 @@ class DriftDetector:
         _check_int(self.large_n, 'large_n', 1)
         _check_int(self.n_bins, 'n_bins', 2)
         _check_int(self.seed, 'seed', 0)
+        if self.n_threads is not None:
+            _check_int(self.n_threads, 'n_threads', 1)
         _check_real(self.min_wasserstein, 'min_wasserstein', 0, math.inf, closed=True)
         _check_real(self.min_tv, 'min_tv', 0, 1, closed=True)
+        array_namespace(self.backend)
 
-# %% ../nbs/20_drift.ipynb #b0e0f6e4
+    def _map(self, fn, items: list) -> list:
+        "fn over items on the detector's threads, results in order."
+        workers = self.n_threads or min(4, os.cpu_count() or 1)
+        if workers == 1 or len(items) < 2:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, items))
+
+# %% ../nbs/20_drift.ipynb #4976c63e
 def _select_columns(frame: pl.DataFrame, columns: Any) -> dict[str, str]:
     if columns is None:
         picked = {c: ('numeric' if _is_numeric(t) else 'categorical') for c, t in frame.schema.items()
@@ -253,68 +397,75 @@ def _select_columns(frame: pl.DataFrame, columns: Any) -> dict[str, str]:
         picked[c] = 'numeric' if _is_numeric(t) else 'categorical'
     return picked
 
-def _null_numeric(x: np.ndarray, scale: float, rng: np.random.Generator, n_splits: int, rows: int) -> tuple[np.ndarray, float]:
-    if len(x) > rows:
-        x = rng.choice(x, rows, replace=False)
-    h = len(x) // 2
-    perms = rng.permuted(np.broadcast_to(np.arange(2 * h), (n_splits, 2 * h)), axis=1)
-    a, b = np.sort(x[perms[:, :h]], axis=1), np.sort(x[perms[:, h:]], axis=1)
-    return np.abs(a - b).mean(axis=1) / scale, h / 2
+def _sorted_quantiles(x: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    "numpy's default ('linear') quantiles of an already sorted array, without sorting it again."
+    h = (len(x) - 1) * qs
+    lo = np.floor(h).astype(np.int64)
+    hi = np.minimum(lo + 1, len(x) - 1)
+    return x[lo] + (h - lo) * (x[hi] - x[lo])
 
-def _null_categorical(codes: np.ndarray, k: int, rng: np.random.Generator, n_splits: int, rows: int) -> tuple[np.ndarray, float]:
-    if len(codes) > rows:
-        codes = rng.choice(codes, rows, replace=False)
-    h = len(codes) // 2
-    perms = rng.permuted(np.broadcast_to(np.arange(2 * h), (n_splits, 2 * h)), axis=1)
-    offset = (np.arange(n_splits) * k)[:, None]
-    ca = np.bincount((codes[perms[:, :h]] + offset).ravel(), minlength=n_splits * k).reshape(n_splits, k)
-    cb = np.bincount((codes[perms[:, h:]] + offset).ravel(), minlength=n_splits * k).reshape(n_splits, k)
-    return np.abs(ca - cb).sum(axis=1) / (2 * h), h / 2
+def _fit_column(self, item: tuple[int, str, str, pl.Series]) -> dict[str, Any]:
+    index, name, kind, s = item
+    if kind == 'numeric':
+        x, missing = _finite_sorted(s)
+        if len(x) < 2:
+            raise DataError(f'column `{name}` has {len(x)} finite values in reference; at least 2 are needed')
+        std = float(x.std())
+        edges = np.unique(_sorted_quantiles(x, np.linspace(0, 1, self.n_bins + 1)[1:-1]))
+        counts = np.diff(np.concatenate([[0], np.searchsorted(x, edges, side='right'), [len(x)]]))
+        atoms, probs = reference_atoms(x)
+        values = x if self.xp_ is np else self.xp_.asarray(x)
+        return {'kind': kind, 'index': index, 'dtype': s.dtype, 'values': values, 'n': len(x), 'missing': missing,
+                'std': std, 'edges': edges, 'bin_props': counts / len(x), 'atoms': atoms, 'probs': probs}
+    counts, missing = _category_counts(s)
+    total = sum(counts.values())
+    if total < 2:
+        raise DataError(f'column `{name}` has {total} non-null values in reference; at least 2 are needed')
+    return {'kind': kind, 'index': index, 'dtype': s.dtype, 'counts': counts, 'n': total, 'missing': missing,
+            'atoms': None, 'probs': np.array(list(counts.values()), np.int64)}
 
 def _fit(self, reference: pl.DataFrame, columns: list[str] | None = None) -> DriftDetector:
-    "Validate parameters, pick the columns and learn the reference (and calibrate thresholds)."
+    "Validate parameters, pick the columns and learn the reference."
     self._validate()
     if not isinstance(reference, pl.DataFrame):
         raise param_error('reference', 'a polars DataFrame', type(reference).__name__, owner='DriftDetector.fit')
     picked = _select_columns(reference, columns)
-    rng = np.random.default_rng(self.seed)
-    fitted, nulls, sizes = {}, {}, {}
-    for name, kind in picked.items():
-        s = reference[name]
-        if kind == 'numeric':
-            x, missing = _finite_sorted(s)
-            if len(x) < 2:
-                raise DataError(f'column `{name}` has {len(x)} finite values in reference; at least 2 are needed')
-            std = float(x.std())
-            edges = np.unique(np.quantile(x, np.linspace(0, 1, self.n_bins + 1)[1:-1]))
-            counts = np.diff(np.concatenate([[0], np.searchsorted(x, edges, side='right'), [len(x)]]))
-            fitted[name] = {'kind': kind, 'dtype': s.dtype, 'values': x, 'missing': missing, 'std': std,
-                            'edges': edges, 'bin_props': counts / len(x)}
-            if self.calibrate:
-                nulls[name], sizes[name] = _null_numeric(x, std if std > 0 else 1.0, rng, self.n_calibration, self.calibration_rows)
-        else:
-            counts, missing = _category_counts(s)
-            if sum(counts.values()) < 2:
-                raise DataError(f'column `{name}` has {sum(counts.values())} non-null values in reference; at least 2 are needed')
-            fitted[name] = {'kind': kind, 'dtype': s.dtype, 'counts': counts, 'missing': missing}
-            if self.calibrate:
-                cats = list(counts)
-                codes = np.repeat(np.arange(len(cats)), [counts[c] for c in cats])
-                nulls[name], sizes[name] = _null_categorical(codes, len(cats), rng, self.n_calibration, self.calibration_rows)
-    self.columns_, self.null_effects_, self.calibration_size_ = fitted, nulls, sizes
+    self.xp_ = array_namespace(self.backend)
+    items = [(i, name, kind, reference[name]) for i, (name, kind) in enumerate(picked.items())]
+    self.columns_ = dict(zip(picked, self._map(lambda it: _fit_column(self, it), items)))
+    self.null_effects_, self.calibration_size_, self._null_cache = {}, {}, {}
     self.n_reference_ = reference.height
     return self
 
-DriftDetector.fit = _fit
+def _null_effects(
+    self,
+    column: str,  # A fitted column
+    n_current: int,  # Current sample size (usable values)
+) -> np.ndarray:
+    "The column's null effect draws for a current sample of `n_current` values (cached per size)."
+    st = self.columns_[column]
+    key = (column, st['n'], int(n_current))
+    if key not in self._null_cache:
+        if len(self._null_cache) >= _NULL_CACHE_SIZE:
+            self._null_cache.pop(next(iter(self._null_cache)))
+        rng = np.random.default_rng([self.seed, st['index'], st['n'], int(n_current)])
+        scale = st['std'] if st['kind'] == 'numeric' and st['std'] > 0 else 1.0
+        self._null_cache[key] = calibration_null(st['atoms'], st['probs'], st['n'], int(n_current), scale=scale,
+                                                 reps=self.n_calibration, rng=rng)
+    return self._null_cache[key]
 
-# %% ../nbs/20_drift.ipynb #5acfaf45
+DriftDetector.fit = _fit
+DriftDetector.null_effects = _null_effects
+
+# %% ../nbs/20_drift.ipynb #f33b245e
 def _score_numeric(self, name: str, st: dict, s: pl.Series) -> dict[str, Any]:
     y, missing = _finite_sorted(s)
-    row = {'column': name, 'kind': 'numeric', 'n_reference': len(st['values']), 'n_current': len(y),
+    row = {'column': name, 'kind': 'numeric', 'n_reference': st['n'], 'n_current': len(y),
            'missing_reference': st['missing'], 'missing_current': missing, 'test': 'ks', 'effect': 'wasserstein_norm'}
     if len(y) == 0:
         return row
-    d, p, how, w = ks_wasserstein(st['values'], y, method=self.ks_method)
+    xp = self.xp_
+    d, p, how, w = ks_wasserstein(st['values'], y if xp is np else xp.asarray(y), method=self.ks_method, xp=xp)
     counts = np.diff(np.concatenate([[0], np.searchsorted(y, st['edges'], side='right'), [len(y)]]))
     q, pr = counts / len(y), st['bin_props']
     scale = st['std'] if st['std'] > 0 else 1.0
@@ -325,7 +476,7 @@ def _score_numeric(self, name: str, st: dict, s: pl.Series) -> dict[str, Any]:
 def _score_categorical(self, name: str, st: dict, s: pl.Series) -> dict[str, Any]:
     cur, missing = _category_counts(s)
     ref = st['counts']
-    row = {'column': name, 'kind': 'categorical', 'n_reference': sum(ref.values()), 'n_current': sum(cur.values()),
+    row = {'column': name, 'kind': 'categorical', 'n_reference': st['n'], 'n_current': sum(cur.values()),
            'missing_reference': st['missing'], 'missing_current': missing, 'test': 'chi2', 'effect': 'tv'}
     unseen = sorted(c for c in cur if c not in ref)
     row.update(unseen=unseen, unseen_count=len(unseen))
@@ -341,13 +492,20 @@ def _score_categorical(self, name: str, st: dict, s: pl.Series) -> dict[str, Any
                tv=total_variation(pr, q), unseen_mass=float(sum(cur[c] for c in unseen)) / cc.sum())
     return row
 
+def _score_column(self, item: tuple[str, pl.Series]) -> dict[str, Any]:
+    name, s = item
+    st = self.columns_[name]
+    row = (_score_numeric if st['kind'] == 'numeric' else _score_categorical)(self, name, st, s)
+    if self.calibrate and row['n_current'] > 0:
+        row['_null'] = self.null_effects(name, row['n_current'])
+    return row
+
 def _score(self, current: pl.DataFrame) -> DriftResult:
     "Compare `current` with the reference: one row per column, corrected p-values and decisions."
     if not hasattr(self, 'columns_'):
         raise NotFittedError('This DriftDetector instance is not fitted yet. Call `fit` with a reference frame first.')
     if not isinstance(current, pl.DataFrame):
         raise param_error('current', 'a polars DataFrame', type(current).__name__, owner='DriftDetector.score')
-    rows = []
     for name, st in self.columns_.items():
         if name not in current.schema:
             raise DataError(f'column `{name}` not found in current (it was fitted on the reference)')
@@ -355,16 +513,19 @@ def _score(self, current: pl.DataFrame) -> DriftResult:
         kind_ok = _is_numeric(t) if st['kind'] == 'numeric' else _is_categorical(t)
         if not kind_ok:
             raise DataError(f'column `{name}` must be {st["kind"]} as in the reference ({st["dtype"]}) (found {t})')
-        score_one = _score_numeric if st['kind'] == 'numeric' else _score_categorical
-        rows.append(score_one(self, name, st, current[name]))
+    rows = self._map(lambda it: _score_column(self, it), [(name, current[name]) for name in self.columns_])
     pvals = np.array([r.get('p_value', np.nan) for r in rows], float)
     adjusted = adjust_pvalues(pvals, self.correction)
     for r, pa in zip(rows, adjusted):
-        self._decide(r, float(pa))
+        null = r.pop('_null', None)
+        if null is not None:
+            self.null_effects_[r['column']] = null
+            self.calibration_size_[r['column']] = r['n_reference'] * r['n_current'] / (r['n_reference'] + r['n_current'])
+        self._decide(r, float(pa), null)
     frame = pl.DataFrame([{k: r.get(k) for k in RESULT_SCHEMA} for r in rows], schema=RESULT_SCHEMA)
     return DriftResult(frame, float(self.alpha), self.correction, self.policy)
 
-def _decide(self, r: dict[str, Any], p_adj: float) -> None:
+def _decide(self, r: dict[str, Any], p_adj: float, null: np.ndarray | None = None) -> None:
     numeric = r['kind'] == 'numeric'
     floor = float(self.min_wasserstein if numeric else self.min_tv)
     r.update(p_adjusted=p_adj, effect_floor=floor, drift=False)
@@ -374,11 +535,7 @@ def _decide(self, r: dict[str, Any], p_adj: float) -> None:
         r.update(rule='none', why=f'no usable values in current ({r["missing_current"]} missing): not tested')
         return
     n, m = r['n_reference'], r['n_current']
-    eff_n = n * m / (n + m)
-    cal = math.nan
-    if r['column'] in self.null_effects_:
-        q = float(np.quantile(self.null_effects_[r['column']], 1 - self.alpha))
-        cal = q * math.sqrt(self.calibration_size_[r['column']] / eff_n)
+    cal = float(np.quantile(null, 1 - self.alpha)) if null is not None else math.nan
     threshold = max(floor, cal) if not math.isnan(cal) else floor
     rule = self.policy
     if rule == 'auto':
@@ -401,7 +558,94 @@ def _decide(self, r: dict[str, Any], p_adj: float) -> None:
 DriftDetector.score = _score
 DriftDetector._decide = _decide
 
-# %% ../nbs/20_drift.ipynb #d6e0e02c
+# %% ../nbs/20_drift.ipynb #104326a2
+CATEGORY_PROBS = (0.4, 0.3, 0.2, 0.1)  # Categories of the categorical power simulation
+NUMERIC_SHIFTS = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.105, 0.11, 0.12, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
+CATEGORY_SHIFTS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.055, 0.06, 0.07, 0.1, 0.15, 0.2, 0.3)
+
+def _power_frames(kind: str, n: int, shift: float, rng: np.random.Generator) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if kind == 'numeric':
+        return pl.DataFrame({'x': rng.standard_normal(n)}), pl.DataFrame({'x': rng.standard_normal(n) + shift})
+    p = np.array(CATEGORY_PROBS)
+    q = p.copy(); q[0] -= shift; q[-1] += shift
+    cats = np.array(['a', 'b', 'c', 'd'])
+    return pl.DataFrame({'x': cats[rng.choice(4, n, p=p)]}), pl.DataFrame({'x': cats[rng.choice(4, n, p=q)]})
+
+def detection_power(
+    n: int,  # Rows in each of reference and current
+    shift: float,  # Numeric: mean shift in reference stds; categorical: probability mass moved (total variation)
+    *,
+    kind: str = 'numeric',  # 'numeric' or 'categorical'
+    n_columns: int = 25,  # Columns scored together; the other n_columns - 1 are undrifted
+    reps: int = 100,  # Repetitions
+    detector: DriftDetector | None = None,  # Detector whose policy is measured (copied); None = DriftDetector()
+    seed: int = 0,  # Seed
+) -> float:
+    "Share of `reps` simulated comparisons in which the shifted column is flagged."
+    if kind not in ('numeric', 'categorical'):
+        raise param_error('kind', "'numeric' or 'categorical'", kind, owner='detection_power')
+    _check_int(n, 'n', 2); _check_int(n_columns, 'n_columns', 1); _check_int(reps, 'reps', 1)
+    if kind == 'categorical' and not 0 <= shift <= CATEGORY_PROBS[0]:
+        raise param_error('shift', f'a mass in [0, {CATEGORY_PROBS[0]}] for kind categorical', shift, owner='detection_power')
+    template = copy.copy(detector) if detector is not None else DriftDetector()
+    if template.policy == 'auto' and n < template.large_n:
+        template.calibrate = False  # the corrected p-value alone decides: no threshold to calibrate
+    rng = np.random.default_rng([seed, n, int(round(shift * 1e6))])
+    hits = 0
+    for _ in range(reps):
+        ref, cur = _power_frames(kind, n, shift, rng)
+        det = copy.copy(template).fit(ref)
+        res = det.score(cur)
+        row = res.columns.row(0, named=True)
+        others = rng.random(n_columns - 1)
+        p_adj = float(adjust_pvalues(np.append(row['p_value'], others), det.correction)[0])
+        r = {k: row[k] for k in ('column', 'kind', 'n_reference', 'n_current', 'missing_current', 'effect',
+                                 'effect_value', 'unseen_count', 'unseen_mass')}
+        det._decide(r, p_adj, det.null_effects_.get('x'))
+        hits += r['drift']
+    return hits / reps
+
+def min_detectable_drift(
+    n: int,  # Rows in each of reference and current
+    *,
+    power: float = 0.8,  # Required share of detections
+    kind: str = 'numeric',  # 'numeric' or 'categorical'
+    shifts: tuple[float, ...] | None = None,  # Grid walked upwards; None = NUMERIC_SHIFTS or CATEGORY_SHIFTS
+    **kwargs,  # Passed to `detection_power`
+) -> float:
+    "Smallest shift of the grid detected with at least `power`; NaN when none is."
+    for shift in (shifts or (NUMERIC_SHIFTS if kind == 'numeric' else CATEGORY_SHIFTS)):
+        if detection_power(n, shift, kind=kind, **kwargs) >= power:
+            return float(shift)
+    return math.nan
+
+def power_table(
+    sizes: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000),  # Rows in each of reference and current
+    powers: tuple[float, ...] = (0.8, 0.95),  # Power levels
+    *,
+    reps: int = 100,  # Repetitions per size and shift
+    **kwargs,  # Passed to `detection_power`
+) -> pl.DataFrame:
+    "Smallest detectable numeric mean shift and category mass shift per sample size and power level."
+    rows = []
+    for n in sizes:
+        row = {'n': n}
+        for kind, label in (('numeric', 'mean_shift_sd'), ('categorical', 'category_mass')):
+            grid = NUMERIC_SHIFTS if kind == 'numeric' else CATEGORY_SHIFTS
+            found = {}
+            for shift in grid:
+                pw = detection_power(n, shift, kind=kind, reps=reps, **kwargs)
+                for level in powers:
+                    if level not in found and pw >= level:
+                        found[level] = shift
+                if len(found) == len(powers):
+                    break
+            for level in powers:
+                row[f'{label}_{int(level * 100)}'] = found.get(level, math.nan)
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+# %% ../nbs/20_drift.ipynb #2b8edece
 def drift_benchmark(
     n_rows: int,  # Rows in each of reference and current
     *,

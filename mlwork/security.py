@@ -237,7 +237,7 @@ def sign_file(
                  'signed_at': utc_now().isoformat()}
     sig = base64.b64encode(key.sign(_canonical(statement))).decode()
     sidecar = atomic_write(sidecar_path(path), json.dumps({**statement, 'signature': sig}, indent=1, sort_keys=True) + '\n')
-    _log.info('signed artifact', extra={'fields': {'artifact': str(path), 'key_id': key.key_id}})
+    _log.debug('signed artifact', extra={'fields': {'artifact': str(path), 'key_id': key.key_id}})
     return Signature(path, sidecar, statement['sha256'], statement['size'], key.key_id, statement['signed_at'],
                      name, statement['version'], meta)
 

@@ -10,6 +10,8 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,13 +19,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .core import (DataError, InvalidParameter, NotFittedError, atomic_write, code_version, kv_html,
-                         package_versions, param_error, utc_now)
+from .core import (DataError, InvalidParameter, MlworkError, NotFittedError, atomic_write, code_version, kv_html,
+                         get_logger, package_versions, param_error, utc_now)
 from .store import DatasetRef, DatasetStore, content_hash, parse_ref
 
 # %% auto #0
-__all__ = ['TASKS', 'SPLITS', 'CATEGORICAL_TYPES', 'LINEAGE_PACKAGES', 'category_list', 'encode_categorical', 'Lineage',
-           'UnseenCategoryWarning', 'TrainedModel', 'train_model', 'LGBMTrainer']
+__all__ = ['TASKS', 'SPLITS', 'CATEGORICAL_TYPES', 'LINEAGE_PACKAGES', 'BACKENDS', 'category_list', 'encode_categorical',
+           'Lineage', 'UnseenCategoryWarning', 'TrainedModel', 'MissingExtra', 'dask_client', 'train_model',
+           'LGBMTrainer']
 
 # %% ../nbs/30_train.ipynb #49992f97
 TASKS = ('binary', 'multiclass', 'regression')
@@ -63,6 +66,7 @@ def encode_categorical(
 
 # %% ../nbs/30_train.ipynb #c7094c41
 LINEAGE_PACKAGES = ('lightgbm', 'numpy', 'polars', 'pyarrow', 'deltalake')
+_log = get_logger('mlwork.train')
 
 @dataclass
 class Lineage:
@@ -83,6 +87,8 @@ class Lineage:
     packages: dict[str, str | None]
     trained_at: str  # UTC, ISO 8601
     train_seconds: float
+    backend: str = 'local'  # 'local' or 'dask'
+    n_workers: int = 1  # Machines LightGBM trained on (Dask workers)
 
     def to_dict(self) -> dict[str, Any]:
         "A JSON-ready copy."
@@ -302,6 +308,162 @@ def _time_split(t: pl.Series, fraction: float, cut: Any) -> tuple[np.ndarray, An
     return valid, cut
 
 # %% ../nbs/30_train.ipynb #4572df43
+BACKENDS = ('local', 'dask')
+
+class MissingExtra(MlworkError, ImportError):
+    "An optional dependency (an extra of mlwork) is not installed."
+
+def _dask_modules() -> tuple[Any, Any, Any]:
+    "`distributed`, `dask.array` and `lightgbm.dask`, or a clear error naming the extra to install."
+    try:
+        import distributed
+        import dask.array as da
+        import dask.dataframe  # noqa: F401  (lightgbm.dask imports it when fitting)
+        import lightgbm.dask as lgb_dask
+    except ImportError as e:
+        msg = (f"backend='dask' needs the optional Dask dependencies, which are not installed ({e}). "
+               f"Install them with `pip install 'mlwork[dask]'`, or train with backend='local'.")
+        raise MissingExtra(msg) from e
+    return distributed, da, lgb_dask
+
+@contextmanager
+def dask_client(
+    client: Any = None,  # None (embedded LocalCluster), a scheduler address, or a `distributed.Client`
+    n_workers: int | None = None,  # Workers of the embedded LocalCluster (default 2)
+) -> Iterator[Any]:
+    "A `distributed.Client` for training; what mlwork opens here (LocalCluster, connection) it closes afterwards."
+    distributed, _, _ = _dask_modules()
+    if isinstance(client, distributed.Client):
+        yield client
+    elif isinstance(client, str):
+        try:
+            c = distributed.Client(client, timeout='10s')
+        except (OSError, TimeoutError) as e:
+            msg = f"Could not connect to the Dask scheduler at {client!r} ({e}); check the address and that the scheduler is running."
+            raise ConnectionError(msg) from e
+        try:
+            yield c
+        finally:
+            c.close()
+    elif client is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # port-in-use notices from LocalCluster
+            try:
+                cluster = distributed.LocalCluster(n_workers=n_workers or 2, threads_per_worker=1, processes=True,
+                                                   dashboard_address=None, silence_logs=40)
+            except RuntimeError as e:
+                msg = (f"The embedded Dask LocalCluster could not start its worker processes ({e}). Workers are started "
+                       f"with 'spawn', which re-imports the main script: guard a script's entry point with "
+                       f"`if __name__ == '__main__':` (not needed in notebooks), or pass client= a running cluster.")
+                raise MlworkError(msg) from e
+        try:
+            with distributed.Client(cluster) as c:
+                yield c
+        finally:
+            cluster.close()
+    else:
+        raise param_error('client', "None, a scheduler address (str) or a distributed.Client", type(client).__name__, owner='train_model')
+
+# %% ../nbs/30_train.ipynb #8e828a7e
+_METRIC_ALIASES = {'binary_logloss': 'binary_logloss', 'binary': 'binary_logloss', 'binary_error': 'binary_error',
+                   'auc': 'auc', 'multi_logloss': 'multi_logloss', 'multiclass': 'multi_logloss', 'softmax': 'multi_logloss',
+                   'multiclassova': 'multi_logloss', 'multi_error': 'multi_error', 'l2': 'l2', 'mse': 'l2',
+                   'mean_squared_error': 'l2', 'regression': 'l2', 'regression_l2': 'l2', 'rmse': 'rmse', 'l2_root': 'rmse',
+                   'root_mean_squared_error': 'rmse', 'l1': 'l1', 'mae': 'l1', 'mean_absolute_error': 'l1', 'regression_l1': 'l1'}
+_DEFAULT_METRIC = {'binary': 'binary_logloss', 'multiclass': 'multi_logloss', 'regression': 'l2'}
+
+def _first_metric(task: str, params: dict[str, Any]) -> str:
+    "The metric early stopping watches: the first of `metric` (or its aliases), else the objective's default."
+    given = next((params[k] for k in ('metric', 'metrics', 'metric_types') if k in params), None)
+    if isinstance(given, str):
+        given = [m.strip() for m in given.split(',') if m.strip()]
+    if not given or given[0] in ('', 'None', 'na', 'null', 'custom'):
+        return _DEFAULT_METRIC[task]
+    if given[0] not in _METRIC_ALIASES:
+        msg = (f"backend='dask' computes the early-stopping metric itself and knows {', '.join(sorted(set(_METRIC_ALIASES.values())))}; "
+               f"params['metric'] starts with {given[0]!r}. Put a known metric first, or use backend='local'.")
+        raise InvalidParameter(msg)
+    return _METRIC_ALIASES[given[0]]
+
+def _metric_value(name: str, y: np.ndarray, raw: np.ndarray) -> float:
+    "LightGBM's metric `name` from raw scores (log-odds, class scores or values)."
+    if name in ('binary_logloss', 'binary_error', 'auc'):
+        p = 1.0 / (1.0 + np.exp(-raw))
+        if name == 'auc':
+            from mlwork.performance import roc_auc
+            return roc_auc(y, p)
+        if name == 'binary_error':
+            return float(np.mean((p > 0.5) != (y > 0.5)))
+        p = np.clip(p, 1e-15, 1 - 1e-15)
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+    if name in ('multi_logloss', 'multi_error'):
+        if name == 'multi_error':
+            return float(np.mean(raw.argmax(axis=1) != y))
+        z = raw - raw.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-np.mean(np.maximum(logp[np.arange(len(y)), y.astype(np.int64)], np.log(1e-15))))
+    err = raw - y
+    return {'l2': lambda: float(np.mean(err ** 2)), 'rmse': lambda: float(np.sqrt(np.mean(err ** 2))),
+            'l1': lambda: float(np.mean(np.abs(err)))}[name]()
+
+def _valid_curve(booster: Any, x: np.ndarray, y: np.ndarray, metric: str) -> list[float]:
+    "The metric on validation rows after each boosting round (raw scores accumulated one round at a time)."
+    raw = None
+    out = []
+    for i in range(booster.current_iteration()):
+        step = booster.predict(x, start_iteration=i, num_iteration=1, raw_score=True)
+        raw = step if raw is None else raw + step
+        out.append(_metric_value(metric, y, raw))
+    return out
+
+def _early_stop(curve: list[float], patience: int | None, higher_is_better: bool) -> tuple[int, int]:
+    "LightGBM's early-stopping rule on a finished curve: (rounds it would have run, best iteration, 1-based)."
+    best_i, best = 0, curve[0]
+    for i, v in enumerate(curve):
+        if (v > best) if higher_is_better else (v < best):
+            best_i, best = i, v
+        elif patience is not None and i - best_i >= patience:
+            return i + 1, best_i + 1
+    return len(curve), (best_i + 1 if patience is not None else len(curve))
+
+# %% ../nbs/30_train.ipynb #527761fb
+def _fit_dask(p: dict[str, Any], x: np.ndarray, y: np.ndarray, names: list[str], cat_idx: list[int], task: str,
+              num_boost_round: int, client: Any, n_workers: int | None) -> tuple[Any, dict[str, Any], int]:
+    "Train on a Dask cluster: (booster, the parameters LightGBM got, workers used)."
+    _, da, lgb_dask = _dask_modules()
+    with dask_client(client, n_workers) as c:
+        workers = sorted(c.scheduler_info()['workers'])
+        if not workers:
+            msg = "The Dask cluster has no workers; start some (or let mlwork start a LocalCluster with client=None)."
+            raise ConnectionError(msg)
+        if n_workers is not None and client is not None:
+            if n_workers > len(workers):
+                raise param_error('n_workers', f'at most the {len(workers)} worker(s) of the cluster', n_workers, owner='train_model')
+            workers = workers[:n_workers]
+        k = min(len(workers), len(y))
+        parts = [np.arange(i, len(y), k) for i in range(k)]  # round robin: every worker gets a sample of all rows
+        if task != 'regression':
+            need = np.unique(y)
+            for i, idx in enumerate(parts):
+                if len(missing := np.setdiff1d(need, y[idx])):
+                    msg = (f"Dask worker {i + 1} of {k} received no training row of class index(es) {missing.tolist()}; "
+                           f"every worker needs every class. Use fewer workers (n_workers) or more rows of the rare class.")
+                    raise DataError(msg)
+        xs = [da.from_delayed(c.scatter(x[idx], workers=[w], direct=True), shape=(len(idx), x.shape[1]), dtype=x.dtype)
+              for idx, w in zip(parts, workers)]
+        ys = [da.from_delayed(c.scatter(y[idx], workers=[w], direct=True), shape=(len(idx),), dtype=y.dtype)
+              for idx, w in zip(parts, workers)]
+        dp = {k_: v for k_, v in p.items() if k_ not in ('num_threads', 'early_stopping_round')}
+        dp.setdefault('tree_learner', 'data')
+        est_cls = lgb_dask.DaskLGBMRegressor if task == 'regression' else lgb_dask.DaskLGBMClassifier
+        est = est_cls(client=c, n_estimators=num_boost_round, **dp)
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='.*will be ignored.*')  # num_threads: Dask sets it per worker
+            est.fit(da.concatenate(xs), da.concatenate(ys), feature_name=names, categorical_feature=cat_idx)
+        booster = est.booster_
+    return booster, dp, k
+
+# %% ../nbs/30_train.ipynb #58f42ffe
 def _lgb_params(task: str, classes: list | None, params: dict | None, seed: int, num_threads: int,
                 is_unbalance: bool, scale_pos_weight: float | None) -> dict[str, Any]:
     "The full LightGBM parameters: mlwork's defaults, the deterministic settings, then the user's `params`."
@@ -353,6 +515,9 @@ def train_model(
     seed: int = 0,  # Seed for the split and LightGBM
     num_threads: int = 2,  # Fixed thread count, recorded: results are reproducible for a given count
     store: DatasetStore | None = None,  # Store for a dataset reference (default: the workspace's)
+    backend: str = 'local',  # 'local' (LightGBM in this process) or 'dask' (lightgbm.dask on a cluster)
+    client: Any = None,  # backend='dask': None (embedded LocalCluster), a scheduler address, or a distributed.Client
+    n_workers: int | None = None,  # backend='dask': workers of the embedded cluster (default 2), or how many of the client's to use
 ) -> TrainedModel:
     "Train a LightGBM model with validation, early stopping and full lineage."
     import lightgbm as lgb
@@ -380,6 +545,12 @@ def train_model(
         raise InvalidParameter(msg)
     if scale_pos_weight is not None and (isinstance(scale_pos_weight, bool) or not isinstance(scale_pos_weight, (int, float)) or scale_pos_weight <= 0):
         raise param_error('scale_pos_weight', 'a float > 0', scale_pos_weight, owner=owner)
+    if backend not in BACKENDS:
+        raise param_error('backend', f"one of {', '.join(map(repr, BACKENDS))}", backend, owner=owner)
+    if backend == 'local' and (client is not None or n_workers is not None):
+        raise param_error('client' if client is not None else 'n_workers', "unset unless backend='dask'", client if client is not None else n_workers, owner=owner)
+    if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1):
+        raise param_error('n_workers', 'an int >= 1 or None', n_workers, owner=owner)
     if split == 'time' and time_column is None:
         raise param_error('time_column', "a column name when split='time'", time_column, owner=owner)
     if split == 'time' and valid_fraction == 0 and valid_from is None:
@@ -423,17 +594,29 @@ def train_model(
     p = _lgb_params(task, classes, params, seed, num_threads, is_unbalance, scale_pos_weight)
     cat_idx = [i for i, c in enumerate(names) if kinds[c] == 'categorical']
     started, clock = utc_now(), time.perf_counter()
-    train_set = lgb.Dataset(x[~valid] if n_valid else x, y[~valid] if n_valid else y, feature_name=names,
-                            categorical_feature=cat_idx, params=p, free_raw_data=True)
     evals: dict[str, dict[str, list[float]]] = {}
-    callbacks, valid_sets = [], []
-    if n_valid:
-        valid_sets = [lgb.Dataset(x[valid], y[valid], reference=train_set)]
-        callbacks.append(lgb.record_evaluation(evals))
-        if early_stopping_rounds is not None:
-            callbacks.append(lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False))
-    booster = lgb.train(p, train_set, num_boost_round=num_boost_round, valid_sets=valid_sets,
-                        valid_names=['valid'] if n_valid else None, callbacks=callbacks)
+    workers = 1
+    if backend == 'dask':
+        metric = _first_metric(task, p)  # checked before the cluster starts
+        booster, p, workers = _fit_dask(p, x[~valid] if n_valid else x, y[~valid] if n_valid else y, names, cat_idx, task,
+                                        num_boost_round, client, n_workers)
+        if n_valid:
+            curve = _valid_curve(booster, x[valid], y[valid], metric)
+            stop, best_dask = _early_stop(curve, early_stopping_rounds, metric == 'auc')
+            evals = {'valid': {metric: curve[:stop]}}
+            booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=stop))
+            booster.best_iteration = best_dask if early_stopping_rounds is not None else 0
+    else:
+        train_set = lgb.Dataset(x[~valid] if n_valid else x, y[~valid] if n_valid else y, feature_name=names,
+                                categorical_feature=cat_idx, params=p, free_raw_data=True)
+        callbacks, valid_sets = [], []
+        if n_valid:
+            valid_sets = [lgb.Dataset(x[valid], y[valid], reference=train_set)]
+            callbacks.append(lgb.record_evaluation(evals))
+            if early_stopping_rounds is not None:
+                callbacks.append(lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False))
+        booster = lgb.train(p, train_set, num_boost_round=num_boost_round, valid_sets=valid_sets,
+                            valid_names=['valid'] if n_valid else None, callbacks=callbacks)
     seconds = time.perf_counter() - clock
     best = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
 
@@ -442,10 +625,13 @@ def train_model(
     model.booster, model.evals = booster, {k: {m: list(map(float, v)) for m, v in d.items()} for k, d in evals.items()}
     model.lineage = Lineage(task, target, names, data_info, split_info, p, seed, num_boost_round, early_stopping_rounds,
                             n_train, n_valid, int(best), code_version(), package_versions(LINEAGE_PACKAGES),
-                            started.isoformat(), round(seconds, 3))
+                            started.isoformat(), round(seconds, 3), backend, workers)
+    _log.info('trained model', extra={'fields': {'task': task, 'data': data_info.get('ref'), 'content_hash': data_info['content_hash'],
+                                                 'rows_train': n_train, 'rows_valid': n_valid, 'best_iteration': int(best),
+                                                 'backend': backend, 'n_workers': workers, 'seconds': round(seconds, 3)}})
     return model
 
-# %% ../nbs/30_train.ipynb #aba9d760
+# %% ../nbs/30_train.ipynb #192d46c5
 class LGBMTrainer:
     "scikit-learn-style LightGBM trainer: parameters in `__init__`, validation in `fit`, fitted attributes end in `_`."
 
@@ -464,14 +650,18 @@ class LGBMTrainer:
         scale_pos_weight: float | None = None,  # Binary: weight of positive examples
         seed: int = 0,  # Seed for the split and LightGBM
         num_threads: int = 2,  # Fixed thread count
+        backend: str = 'local',  # 'local' or 'dask' (lightgbm.dask)
+        client: Any = None,  # backend='dask': None (embedded LocalCluster), a scheduler address, or a distributed.Client
+        n_workers: int | None = None,  # backend='dask': workers of the embedded cluster (default 2) or of the client to use
     ):
         self.task, self.params, self.num_boost_round = task, params, num_boost_round
         self.early_stopping_rounds, self.split, self.time_column = early_stopping_rounds, split, time_column
         self.valid_fraction, self.valid_from = valid_fraction, valid_from
         self.is_unbalance, self.scale_pos_weight, self.seed, self.num_threads = is_unbalance, scale_pos_weight, seed, num_threads
+        self.backend, self.client, self.n_workers = backend, client, n_workers
 
     _PARAMS = ('task', 'params', 'num_boost_round', 'early_stopping_rounds', 'split', 'time_column', 'valid_fraction',
-               'valid_from', 'is_unbalance', 'scale_pos_weight', 'seed', 'num_threads')
+               'valid_from', 'is_unbalance', 'scale_pos_weight', 'seed', 'num_threads', 'backend', 'client', 'n_workers')
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         "The constructor parameters (scikit-learn contract)."

@@ -19,7 +19,7 @@ from .drift import DriftDetector, DriftResult
 from .report import html_table, new_figure
 
 # %% auto #0
-__all__ = ['WINDOW_SCHEMA', 'WindowedDrift', 'drift_over_time']
+__all__ = ['WINDOW_SCHEMA', 'WindowedDrift', 'id_like_columns', 'drift_over_time']
 
 # %% ../nbs/20c_windows.ipynb #be570ed0
 class _DefaultEvery(str):
@@ -50,6 +50,7 @@ class WindowedDrift:
     rows: int | None  # Window size (rows mode)
     time_column: str | None  # The time column, if any
     cap: float = 5.0  # Cap on effect/threshold in the severity
+    skipped_columns: dict[str, str] = field(default_factory=dict)  # Columns left out of the default selection, and why
 
     @property
     def drifted_windows(self) -> list[Any]:
@@ -108,6 +109,7 @@ class WindowedDrift:
         "JSON-ready form (times as ISO strings, NaN as None)."
         return {'mode': self.mode, 'every': None if self.every is None else str(self.every), 'rows': self.rows,
                 'time_column': self.time_column, 'cap': self.cap, 'roles': dict(self.roles),
+                'skipped_columns': dict(self.skipped_columns),
                 'windows': [{k: _jsonable(v) for k, v in r.items()} for r in self.windows.to_dicts()],
                 'results': {str(_jsonable(k)): r.to_dict() for k, r in self.results.items()}}
 
@@ -120,6 +122,8 @@ class WindowedDrift:
         size = f'every {self.every!s}' if self.mode == 'time' else f'{self.rows} rows'
         head = (f'<p><b>Drift over time</b> ({size}): {len(self.drifted_windows)} of {len(self.results)} scored windows '
                 f'with feature drift; {self.windows.height - len(self.results)} skipped.</p>')
+        if self.skipped_columns:
+            head += '<p>Not checked: ' + '; '.join(f'<code>{c}</code> ({why})' for c, why in self.skipped_columns.items()) + '.</p>'
         return head + html_table(self.windows.with_columns(pl.col('drifted').list.join(', ')))
 
 # %% ../nbs/20c_windows.ipynb #50cbff69
@@ -171,6 +175,23 @@ def _check_importance(importance: Any, features: list[str]) -> dict[str, float]:
         raise param_error('importance', 'a dict with a positive total', importance, owner='drift_over_time')
     return {f: float(importance.get(f, 0.0)) / total for f in features}
 
+def id_like_columns(
+    reference: pl.DataFrame,  # The reference frame
+    current: pl.DataFrame,  # The current frame
+    candidates: list[str],  # Columns to look at
+) -> dict[str, str]:
+    "Integer and string columns whose values are unique per row in both frames (keys, not features), with why."
+    found = {}
+    for c in candidates:
+        d = reference.schema[c]
+        if not (d.is_integer() or d == pl.String):
+            continue
+        unique = [(name, f) for name, f in (('reference', reference), ('current', current))
+                  if f.height >= 2 and f[c].null_count() == 0 and f[c].n_unique() == f.height]
+        if len(unique) == 2:
+            found[c] = f'id-like: {d} values unique per row in reference ({reference.height:,}) and current ({current.height:,})'
+    return found
+
 def _severity(res: DriftResult, share: dict[str, float], cap: float) -> float:
     total = 0.0
     for r in res.columns.filter(pl.col('drift') & pl.col('column').is_in(list(share))).iter_rows(named=True):
@@ -199,10 +220,11 @@ def drift_over_time(
     time_column: str | None = None,  # Date/Datetime column of `current`; None = its only temporal column
     every: str | None = _EVERY_DEFAULT,  # Calendar window length, a polars duration: '1d', '1w', '1mo'…
     rows: int | None = None,  # Fixed windows of this many rows instead (in time order when there is a time column)
-    columns: list[str] | None = None,  # Features to check; None = every numeric/categorical column but time, prediction, target
+    columns: list[str] | None = None,  # Features to check; None = every numeric/categorical column but time, prediction, target and (`skip_ids`) id-like keys
     prediction_column: str | None = None,  # Model output column: drift reported as `prediction_drift`
     target_column: str | None = None,  # Label column: drift reported as `target_drift`
     importance: dict[str, float] | None = None,  # Feature importance for the severity; None = equal weights
+    skip_ids: bool = True,  # With columns=None, leave out id-like columns (integer/string, unique per row), naming them
     detector: DriftDetector | None = None,  # Detector to use (copied, then fitted on `reference`); None = DriftDetector()
     min_rows: int = 30,  # Windows with fewer rows are skipped, with a reason
     cap: float = 5.0,  # Cap on effect/threshold per feature in the severity
@@ -234,10 +256,20 @@ def drift_over_time(
     for c in special:
         if not isinstance(c, str):
             raise param_error('prediction_column/target_column', 'a column name (str) or None', c, owner=owner)
+    if not isinstance(skip_ids, bool):
+        raise param_error('skip_ids', 'a bool', skip_ids, owner=owner)
+    skipped_columns: dict[str, str] = {}
     if columns is None:
         skip = set(special) | {t}
+        for c, d in reference.schema.items():
+            if c in current.schema and c not in special and _temporal(d):
+                skipped_columns[c] = 'time column' if c == t else f'{d}: not a feature type'
         features = [c for c, d in reference.schema.items() if c not in skip and c in current.schema
                     and (d.is_numeric() or d in (pl.Boolean, pl.String) or isinstance(d, (pl.Enum, pl.Categorical)))]
+        if skip_ids:
+            ids = id_like_columns(reference, current, features)
+            skipped_columns.update(ids)
+            features = [c for c in features if c not in ids]
     else:
         if isinstance(columns, str) or not all(isinstance(c, str) for c in columns) or not columns:
             raise param_error('columns', 'a non-empty list of column names or None', columns, owner=owner)
@@ -288,4 +320,4 @@ def drift_over_time(
     schema = {'window': pl.Int64, 'window_start': tdt, 'window_end': tdt, **{k: v for k, v in WINDOW_SCHEMA.items() if k != 'window'}}
     table = pl.DataFrame(records, schema=schema)
     return WindowedDrift(table, results, roles, 'rows' if by_rows else 'time', None if by_rows else str(every),
-                         int(rows) if by_rows else None, t, float(cap))
+                         int(rows) if by_rows else None, t, float(cap), skipped_columns)

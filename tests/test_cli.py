@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -151,3 +152,54 @@ def test_drift_exit_codes_and_report(cli, tmp_path):
     doc = (tmp_path / 'drift.html').read_text()
     assert doc.startswith('<!DOCTYPE html>') and 'income' in doc and '<script' not in doc
     assert_one_line_error(cli('drift', 'a.parquet', 'missing.parquet'), 2, 'missing.parquet')
+
+
+def test_drift_report_has_json_twin_and_profiles_compare(cli, tmp_path):
+    for name, extra in (('a', []), ('c', ['--seed', '3', '--drift', 'income:1.0'])):
+        assert cli('datasets', 'export', 'credit', f'{name}.parquet', '--rows', '5000', *extra).code == 0
+    moved = cli('drift', 'a.parquet', 'c.parquet', '--report', 'drift.html', '--json')
+    assert moved.code == 3, moved.err
+    twin = json.loads((tmp_path / 'drift.json').read_text())
+    assert twin['schema_version'] == 1 and 'income' in twin['drifted']
+    assert moved.json()['report_json'] == str(tmp_path / 'drift.json')
+    for name in ('a', 'c'):
+        assert cli('profile', f'{name}.parquet', '--out', f'{name}.bin').code == 0
+    prof = cli('drift', 'a.bin', 'c.bin', '--columns', 'income', 'age', '--json')
+    assert prof.code == 3, prof.err
+    rows = {r['column']: r for r in prof.json()['columns']}
+    assert rows['income']['drift'] and not rows['age']['drift'] and rows['income']['sketch_error'] > 0
+    assert_one_line_error(cli('drift', 'a.bin', 'c.parquet'), 2, 'profile with a profile')
+
+
+def test_train_register_promote_rollback_verify_card(cli, tmp_path):
+    home = ['--home', str(tmp_path / 'ws')]
+    assert cli('init', *home).code == 0
+    assert cli('datasets', 'export', 'credit', 'c.parquet', '--rows', '3000').code == 0
+    one = cli('train', 'c.parquet', '--target', 'repaid', '--exclude', 'id', 'timestamp', '--rounds', '30',
+              '--register', 'credit', '--alias', 'champion', '--json', *home)
+    assert one.code == 0, one.err
+    assert one.json()['registered']['version'] == 1
+    two = cli('train', 'c.parquet', '--target', 'repaid', '--exclude', 'id', 'timestamp', '--rounds', '30', '--seed', '1',
+              '--register', 'credit', '--alias', 'challenger', *home)
+    assert two.code == 0 and 'version 2 as challenger' in two.out, two.err
+    assert cli('models', 'promote', 'credit', '2', '--reason', 'better', *home).code == 0
+    back = cli('models', 'rollback', 'credit', '--reason', 'drill', '--json', *home)
+    assert back.code == 0 and back.json()['version'] == 1 and 'champion' in back.json()['aliases']
+    assert cli('models', 'verify', 'credit', '2', *home).code == 0
+    # change one byte of version 2's model file: verify exits 1, promote refuses with a clear one-line error
+    art = next((tmp_path / 'ws' / 'models' / 'artifacts').glob('*/artifacts/*/model.json'))
+    v2 = cli('models', 'show', 'credit', '2', '--json', *home).json()['run_id']
+    art = next((tmp_path / 'ws' / 'models' / 'artifacts').glob(f'{v2}/artifacts/*/model.json'))
+    data = art.read_bytes()
+    art.write_bytes(data[:-2] + bytes([data[-2] ^ 1]) + data[-1:])
+    bad = cli('models', 'verify', 'credit', '2', *home)
+    assert bad.code == 1 and "version 2" in bad.out, (bad.out, bad.err)
+    assert_one_line_error(cli('models', 'promote', 'credit', '2', *home), 2, 'version 2')
+    assert cli('models', 'show', 'credit', 'champion', '--json', *home).json()['version'] == 1   # champion unchanged
+    card = cli('models', 'card', 'credit', '--out', 'card', '--json', *home)
+    assert card.code == 0, card.err
+    html = (tmp_path / 'card' / Path(card.json()['html']).name).read_text()
+    assert 'repaid' in html and '<script' not in html
+    assert_one_line_error(cli('models', 'show', 'nope', *home), 2, 'nope')
+    audit = cli('audit', 'verify', '--json', *home)
+    assert audit.code == 0 and audit.json()['entries'] == 6

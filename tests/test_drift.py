@@ -113,7 +113,7 @@ def test_bh_and_bonferroni_match_scipy():
 
 def test_false_alarm_rate_under_no_drift_is_at_most_alpha():
     # One large credit sample, cut into disjoint random pairs of 2,000-row reference and current frames.
-    reps, n = 150, 2_000
+    reps, n = 200, 1_000
     pool = generate('credit', n_rows=reps * 2 * n, seed=21).frame.select(CREDIT)
     order = np.random.default_rng(0).permutation(pool.height)
     alarms_bh = alarms_bonf = 0
@@ -129,21 +129,24 @@ def test_false_alarm_rate_under_no_drift_is_at_most_alpha():
     assert alarms_bh <= _binomial_bound(reps) and alarms_bonf <= alarms_bh
 
 
-def test_calibrated_effect_threshold_gives_the_stated_false_alarm_rate():
-    # Effect sizes alone (no test, no floor): the threshold calibrated on the reference's own halves
-    # is exceeded under no drift about alpha of the time, per column.
-    reps, n = 100, 2_000
-    pool = generate('credit', n_rows=reps * 2 * n, seed=22).frame.select('income', 'debt_ratio', 'region', 'employment')
+@pytest.mark.parametrize('n_ref,n_cur', [(3_000, 1_000)])
+def test_calibrated_effect_threshold_gives_the_stated_false_alarm_rate(n_ref, n_cur):
+    # Effect sizes alone (no test, no floor): the threshold calibrated at the scored sizes is exceeded under
+    # no drift at most alpha of the time per column (the former 1/sqrt(n) rescaling gave 5 % to 8.5 %).
+    reps = 200
+    cols = ['income', 'age', 'n_open_accounts', 'region']
+    pool = generate('credit', n_rows=reps * (n_ref + n_cur), seed=22).frame.select(cols)
     order = np.random.default_rng(1).permutation(pool.height)
-    exceed = np.zeros(4, int)
+    exceed = np.zeros(len(cols), int)
     for i in range(reps):
-        ref = pool[order[2 * i * n:(2 * i + 1) * n]]
-        cur = pool[order[(2 * i + 1) * n:(2 * i + 2) * n]]
+        at = i * (n_ref + n_cur)
+        ref, cur = pool[order[at:at + n_ref]], pool[order[at + n_ref:at + n_ref + n_cur]]
         res = DriftDetector(policy='effect', min_wasserstein=0.0, min_tv=0.0, n_calibration=200, seed=i).fit(ref).score(cur)
         exceed += res.columns['drift'].to_numpy()
-    print('per-column calibrated false-alarm rates:', dict(zip(pool.columns, exceed / reps)))
-    assert (exceed <= _binomial_bound(reps, 0.05)).all()
-    assert exceed.sum() >= 1  # the threshold is not vacuous
+    rates = dict(zip(cols, exceed / reps))
+    print(f'per-column calibrated false-alarm rates, {n_ref} vs {n_cur}, {reps} repetitions:', rates)
+    assert (exceed <= _binomial_bound(reps, 0.05)).all(), rates
+    assert exceed.sum() >= int(stats.binom.ppf(0.001, reps * len(cols), 0.05)), rates  # not vacuous: about alpha overall
 
 
 @pytest.mark.parametrize('seed', [1, 2])
@@ -190,10 +193,60 @@ def test_errors_and_contract():
     with pytest.raises(DataError, match=r'column `t` must be numeric, boolean or categorical \(found Datetime'):
         DriftDetector().fit(ref, columns=['t'])
     det = DriftDetector(n_calibration=20).fit(ref)
-    assert list(det.columns_) == ['x', 'g'] and det.null_effects_['x'].shape == (20,)
+    assert list(det.columns_) == ['x', 'g'] and det.null_effects('x', 7).shape == (20,)
+    det.score(ref)
+    assert det.null_effects_['x'].shape == (20,) and det.calibration_size_['x'] == 2.0
+    with pytest.raises(InvalidParameter, match="'backend' parameter"):
+        DriftDetector(backend='torch').fit(ref)
     with pytest.raises(DataError, match='column `x` must be numeric'):
         det.score(ref.with_columns(pl.col('x').cast(pl.String)))
     res = det.score(pl.DataFrame({'x': [None, float('nan')], 'g': ['a', 'z']}, schema={'x': pl.Float64, 'g': pl.String}))
     x = _row(res, 'x')
     assert not x['drift'] and x['missing_current'] == 2 and 'not tested' in x['why']
     assert _row(res, 'g')['unseen'] == ['z']
+
+
+def test_false_alarm_rate_on_acs_2015_split_at_random():
+    # Real data without drift: ACS 2015 rows split at random into reference and current, 200 times.
+    from mlwork.datasets import load_acs
+    acs = load_acs(2015, labels=False)
+    feats = [c for c in acs.columns if c not in ('id', 'year')]
+    acs = acs.select(feats)
+    reps, n = 200, 1_000
+    alarms = 0
+    for i in range(reps):
+        idx = np.random.default_rng([5, i]).choice(acs.height, 2 * n, replace=False)
+        res = DriftDetector(calibrate=False).fit(acs[idx[:n]]).score(acs[idx[n:]])
+        alarms += res.drift_detected
+    print(f'ACS 2015 random halves: family-wise false-alarm rate {alarms / reps:.3f} over {reps} repetitions, {len(feats)} columns')
+    assert alarms <= _binomial_bound(reps)
+
+
+def test_kernels_on_the_strict_array_api_match_numpy():
+    xps = pytest.importorskip('array_api_strict')
+    rng = np.random.default_rng(8)
+    ref = pl.DataFrame({'x': rng.normal(size=3_000), 'k': rng.poisson(3, 3_000), 'g': rng.choice(['a', 'b'], 3_000)})
+    cur = pl.DataFrame({'x': rng.normal(0.1, 1, size=12_000), 'k': rng.poisson(3.2, 12_000), 'g': rng.choice(['a', 'b'], 12_000)})
+    a = DriftDetector(backend=xps).fit(ref).score(cur).columns
+    b = DriftDetector().fit(ref).score(cur).columns
+    assert a.drop('why').equals(b.drop('why'))
+    assert a['p_value'][0] == pytest.approx(stats.ks_2samp(ref['x'], cur['x']).pvalue, rel=1e-9)
+
+
+def test_importing_drift_never_imports_cupy():
+    import subprocess, sys
+    code = ("import sys, polars as pl, mlwork.drift as d; "
+            "det = d.DriftDetector(backend='auto').fit(pl.DataFrame({'x': [1.0, 2.0, 3.0]})); "
+            "assert 'cupy' not in sys.modules, 'cupy imported'; print(det.xp_.__name__)")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import importlib.util
+    if importlib.util.find_spec('cupy') is None:
+        assert out.stdout.strip() == 'numpy'
+
+
+def test_threads_do_not_change_results():
+    ref, cur, _ = drift_benchmark(20_000, seed=4)
+    one = DriftDetector(n_threads=1).fit(ref).score(cur).columns
+    four = DriftDetector(n_threads=4).fit(ref).score(cur).columns
+    assert one.equals(four)

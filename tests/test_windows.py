@@ -233,3 +233,20 @@ def test_time_column_problems(data):
     # rows= needs no time column
     wd = drift_over_time(reference, current.drop('timestamp').head(300), rows=100, columns=['income'])
     assert wd.time_column is None and wd.windows.height == 3
+
+
+def test_default_columns_skip_id_like_keys_and_name_them(data):
+    reference, current = data
+    cur = current.head(1200).with_columns(pl.format('k{}', pl.col('id')).alias('key'))
+    ref = reference.with_columns(pl.format('k{}', pl.col('id')).alias('key'))
+    wd = drift_over_time(ref, cur, every='3mo', prediction_column='score', target_column='repaid')
+    assert set(wd.skipped_columns) == {'timestamp', 'id', 'key'}
+    assert wd.skipped_columns['timestamp'] == 'time column'
+    assert 'unique per row' in wd.skipped_columns['id'] and 'String' in wd.skipped_columns['key']
+    assert not {'id', 'key', 'timestamp'} & set(wd.roles) and 'age' in wd.roles
+    assert wd.to_dict()['skipped_columns'] == wd.skipped_columns and 'Not checked' in wd._repr_html_()
+    kept = drift_over_time(ref, cur, every='3mo', skip_ids=False)
+    assert 'id' in kept.roles and 'key' in kept.roles and set(kept.skipped_columns) == {'timestamp'}
+    # a low-cardinality integer column is a feature, not a key; explicit columns are never skipped
+    assert 'n_open_accounts' in wd.roles
+    assert 'id' in drift_over_time(ref, cur, every='3mo', columns=['id', 'age']).roles
