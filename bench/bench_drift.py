@@ -138,6 +138,13 @@ def _versions(python: str) -> dict:
         return {'error': str(e)}
 
 
+def base_total(run: dict, side: dict) -> float | None:
+    "Evidently's default analysis + its HTML report, divided by this side's analysis + report."
+    ev = next((s for s in run['sides'] if s['side'] == 'evidently' and 'seconds' in s and not s.get('capped')), None)
+    if side['side'] != 'mlwork' or ev is None:
+        return None
+    return (ev['seconds'] + (ev.get('html_seconds') or 0)) / (side['seconds'] + side['html_seconds'])
+
 def table(result: dict) -> str:
     lines = [f"Drift benchmark ({result['started'][:10]}, {result['environment']['cpu_count']} CPU cores, "
              f"Python {result['environment']['python']}): each side once, in its own process; time = work after "
@@ -164,7 +171,12 @@ def table(result: dict) -> str:
     for run in result['runs']:
         for s in run['sides']:
             if s.get('html_seconds') is not None:
-                lines.append(f"- {run['rows']:,} rows, {s['side']}: HTML report {s['html_seconds']:.2f} s more.")
+                lines.append(f"- {run['rows']:,} rows, {s['side']}: HTML report {s['html_seconds']:.2f} s more "
+                             f"(analysis + report: {s['seconds'] + s['html_seconds']:.2f} s"
+                             + (f", {base_total(run, s):.1f}× faster than Evidently's analysis + report" if base_total(run, s) else '') + ').')
+            if s.get('rescore_seconds') is not None:
+                lines.append(f"- {run['rows']:,} rows, mlwork: fit {s['fit_seconds']:.2f} s, score {s['score_seconds']:.2f} s; "
+                             f"scoring a new batch against the fitted reference {s['rescore_seconds']:.2f} s.")
             if 'chi2_vs_scipy' in s:
                 pairs = ', '.join(f"{k} {v['evidently_chisquare']:.3g} vs {v['scipy_chi2_contingency']:.3g}"
                                   for k, v in s['chi2_vs_scipy'].items())

@@ -78,7 +78,8 @@ def discover() -> dict[str, ModuleType]:
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        found[module.NAME] = module
+        if hasattr(module, "NAME"):  # standalone scripts (bench_drift_memory, bench_registry) have their own command line
+            found[module.NAME] = module
     return found
 
 

@@ -40,25 +40,39 @@ def _finite(c: str) -> pl.Expr:
     x = pl.col(c).cast(pl.Float64)
     return x.filter(x.is_finite())
 
+def _linear_quantiles(x: np.ndarray, qs: list[float]) -> list[float]:
+    "Quantiles with linear interpolation (numpy's and polars' default) from one multi-k partition, no full sort."
+    n = len(x)
+    pos = [(n - 1) * q for q in qs]
+    ks = sorted({int(np.floor(p)) for p in pos} | {min(int(np.floor(p)) + 1, n - 1) for p in pos})
+    part = np.partition(x, ks)
+    out = []
+    for p in pos:
+        lo = int(np.floor(p)); hi = min(lo + 1, n - 1)
+        out.append(float(part[lo] + (part[hi] - part[lo]) * (p - lo)))
+    return out
+
+def _column_stats(s: pl.Series, height: int) -> dict[str, Any]:
+    x = s.cast(pl.Float64).to_numpy()
+    x = x[np.isfinite(x)]
+    n = len(x)
+    st: dict[str, Any] = {'n': n, 'missing': height - n}
+    if n == 0:
+        return {**st, **{k: None for k in ('mean', 'std', 'min', *_QUANTILES, 'max', 'lo', 'hi')}}
+    keys = [*_QUANTILES, 'lo', 'hi']
+    qv = _linear_quantiles(x, [*_QUANTILES.values(), *_RANGE])
+    st.update(mean=_num(x.mean()), std=_num(x.std(ddof=1)) if n > 1 else None, min=_num(x.min()), max=_num(x.max()))
+    st.update({k: _num(v) for k, v in zip(keys, qv)})
+    return st
+
 def _numeric_stats(frame: pl.DataFrame, cols: list[str]) -> dict[str, dict[str, Any]]:
-    "One pass: n, missing, mean, std, min, quantiles, max and the binning range of each numeric column."
+    "n, missing, mean, std, min, quantiles, max and the binning range of each numeric column (threads over columns)."
     if not cols:
         return {}
-    exprs = []
-    for i, c in enumerate(cols):
-        x = _finite(c)
-        exprs += [x.len().alias(f'{i}|n'), x.mean().alias(f'{i}|mean'), x.std().alias(f'{i}|std'),
-                  x.min().alias(f'{i}|min'), x.max().alias(f'{i}|max')]
-        qs = {**_QUANTILES, 'lo': _RANGE[0], 'hi': _RANGE[1]}
-        exprs += [x.quantile(q, interpolation='linear').alias(f'{i}|{k}') for k, q in qs.items()]
-    row = frame.select(exprs).row(0, named=True)
-    out = {}
-    for i, c in enumerate(cols):
-        got = {k.split('|', 1)[1]: v for k, v in row.items() if k.split('|', 1)[0] == str(i)}
-        st = {'n': int(got['n']), 'missing': frame.height - int(got['n'])}
-        st.update({k: _num(got[k]) for k in ('mean', 'std', 'min', *_QUANTILES, 'max', 'lo', 'hi')})
-        out[c] = st
-    return out
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=min(4, len(cols))) as pool:  # numpy releases the GIL in partition and reductions
+        stats = list(pool.map(lambda c: _column_stats(frame[c], frame.height), cols))
+    return dict(zip(cols, stats))
 
 def _edges(ref: dict[str, Any], cur: dict[str, Any], integer: bool, n_bins: int) -> np.ndarray:
     "Shared bin edges from both sides' quantile ranges (one bin per integer for narrow integer columns)."

@@ -1,0 +1,78 @@
+"""Peak memory of the drift analysis at 10 M rows (the issue's target: under 2× the Arrow size of the two frames).
+
+    python bench/bench_drift_memory.py [--rows 10000000] [--report]
+
+The frames (`mlwork.drift.drift_benchmark`: 20 numeric + 5 categorical columns, 5 drifted) are written to Parquet
+once by this process; a fresh child process reads them, then fits and scores a `DriftDetector` (and with `--report`
+builds the drift summary and HTML report) while a thread samples its RSS every 10 ms. Reported: the Arrow size of the
+two frames (strings counted as Arrow's large_string: 8-byte offsets + data), the child's RSS before loading (interpreter and imports), after loading, and at its peak, and
+(peak − before loading) ÷ Arrow size — the memory the data and the analysis take together, relative to the data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CHILD = r'''
+import json, sys, threading, time, gc
+import psutil
+proc = psutil.Process()
+import polars as pl
+from mlwork.drift import DriftDetector
+from mlwork.drift_report import drift_report
+gc.collect()
+before = proc.memory_info().rss
+peak = [before]; stop = [False]
+def poll():
+    while not stop[0]:
+        peak[0] = max(peak[0], proc.memory_info().rss); time.sleep(0.01)
+th = threading.Thread(target=poll, daemon=True); th.start()
+ref, cur = pl.read_parquet(sys.argv[1]), pl.read_parquet(sys.argv[2])
+def arrow_size(f):  # bytes of the frame as Arrow (strings as large_string: 8-byte offsets + data; polars' estimated_size counts only the data)
+    return sum(int(f[c].str.len_bytes().sum() or 0) + 8 * (f.height + 1) + (f.height + 7) // 8 * (f[c].null_count() > 0)
+               if f.schema[c] == pl.String else f[c].estimated_size() for c in f.columns)
+arrow = arrow_size(ref) + arrow_size(cur)
+gc.collect(); loaded = proc.memory_info().rss
+t0 = time.perf_counter(); det = DriftDetector().fit(ref); t1 = time.perf_counter(); res = det.score(cur); t2 = time.perf_counter()
+report_s = None
+if sys.argv[3] == '1':
+    drift_report(res, sys.argv[4], reference=ref, current=cur); report_s = time.perf_counter() - t2
+stop[0] = True; th.join()
+print(json.dumps({'arrow_bytes': arrow, 'rss_before_load': before, 'rss_loaded': loaded, 'rss_peak': peak[0],
+                  'fit_s': t1 - t0, 'score_s': t2 - t1, 'report_s': report_s, 'drifted': res.drifted}))
+'''
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--rows', type=int, default=10_000_000)
+    ap.add_argument('--report', action='store_true', help='also build the drift summary and HTML report')
+    ap.add_argument('--out', type=Path, default=HERE / 'results')
+    a = ap.parse_args()
+    data = a.out / 'drift-data'
+    data.mkdir(parents=True, exist_ok=True)
+    ref, cur = data / f'ref-{a.rows}.parquet', data / f'cur-{a.rows}.parquet'
+    if not (ref.exists() and cur.exists()):
+        from mlwork.drift import drift_benchmark
+        r, c, _ = drift_benchmark(a.rows, seed=0)
+        r.write_parquet(ref); c.write_parquet(cur)
+        del r, c
+    out = subprocess.run([sys.executable, '-c', CHILD, str(ref), str(cur), '1' if a.report else '0',
+                          str(a.out / f'drift-memory-{a.rows}.html')], capture_output=True, text=True, check=True)
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    G = 2**30
+    ratio = (m['rss_peak'] - m['rss_before_load']) / m['arrow_bytes']
+    m['ratio_peak_over_arrow'] = ratio
+    print(f"{a.rows:,} rows × 25 columns: Arrow size of the two frames {m['arrow_bytes'] / G:.2f} GiB; RSS before loading "
+          f"{m['rss_before_load'] / G:.2f} GiB, loaded {m['rss_loaded'] / G:.2f} GiB, peak {m['rss_peak'] / G:.2f} GiB; "
+          f"(peak − before loading) = {ratio:.2f}× the Arrow size; fit {m['fit_s']:.1f} s, score {m['score_s']:.1f} s"
+          + (f", report {m['report_s']:.1f} s" if m['report_s'] is not None else '') + f"; drifted: {', '.join(m['drifted'])}")
+    (a.out / f'drift-memory-{a.rows}.json').write_text(json.dumps(m, indent=2))
+
+
+if __name__ == '__main__':
+    main()
