@@ -37,10 +37,10 @@ def arrow_size(f):  # bytes of the frame as Arrow (strings as large_string: 8-by
                if f.schema[c] == pl.String else f[c].estimated_size() for c in f.columns)
 arrow = arrow_size(ref) + arrow_size(cur)
 gc.collect(); loaded = proc.memory_info().rss
-t0 = time.perf_counter(); det = DriftDetector().fit(ref); t1 = time.perf_counter(); res = det.score(cur); t2 = time.perf_counter()
+t0 = time.perf_counter(); det = DriftDetector().fit(ref); t1 = time.perf_counter(); res = det.score(cur, keep_sorted=sys.argv[3] == '1'); t2 = time.perf_counter()
 report_s = None
 if sys.argv[3] == '1':
-    drift_report(res, sys.argv[4], reference=ref, current=cur); report_s = time.perf_counter() - t2
+    drift_report(res, sys.argv[4], reference=ref, current=cur, detector=det); report_s = time.perf_counter() - t2
 stop[0] = True; th.join()
 print(json.dumps({'arrow_bytes': arrow, 'rss_before_load': before, 'rss_loaded': loaded, 'rss_peak': peak[0],
                   'fit_s': t1 - t0, 'score_s': t2 - t1, 'report_s': report_s, 'drifted': res.drifted}))

@@ -289,14 +289,14 @@ def _cmd_drift(args: argparse.Namespace) -> tuple[Any, str]:
     if not usable:
         raise UsageError(f"no columns to compare: {ref_where} and {cur_where} share no numeric or categorical column")
     det = DriftDetector(alpha=args.alpha, correction=args.correction).fit(ref.select(usable))
-    res = det.score(cur.select(usable))
+    res = det.score(cur.select(usable), keep_sorted=bool(args.report))  # the report reuses the sorted values
     d = {'reference': ref_where, 'current': cur_where, 'skipped_key_columns': keys, **res.to_dict()}
     lines = _drift_lines(res, ref_where, cur_where, args.top)
     if keys:
         lines.append(f"  skipped key-like columns: {', '.join(keys)}")
     if args.report:
         from mlwork.drift_report import drift_report
-        path = drift_report(res, args.report, reference=ref.select(usable), current=cur.select(usable),
+        path = drift_report(res, args.report, reference=ref.select(usable), current=cur.select(usable), detector=det,
                             title=f'Drift of {cur_where}', subtitle=f'against {ref_where}')
         d['report'], d['report_json'] = str(path), str(path.with_suffix('.json'))
         lines.append(f"  report: {d['report']} (JSON twin: {d['report_json']})")
@@ -364,7 +364,7 @@ def _cmd_train(args: argparse.Namespace) -> tuple[Any, str]:
         lines.append(f"  saved to {d['saved']}")
     if args.register:
         from mlwork.registry import Registry
-        reg = Registry(open_workspace(args.home))
+        reg = Registry(open_workspace(args.home), encrypt=args.encrypt)
         from mlwork.card import model_card
         card = model_card(model, name=args.register, metrics={'validation': d['valid_metrics']} if d['valid_metrics'] else None)
         mv = reg.register(model, args.register, metrics={f'valid_{k}': v for k, v in d['valid_metrics'].items()},
@@ -608,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--alias', choices=['champion', 'challenger'], help='with --register: give the new version this alias')
     c.add_argument('--description', help='with --register: a description of the version')
     c.add_argument('--reason', help='with --register: why (recorded in the audit log)')
+    c.add_argument('--encrypt', action='store_true', help='with --register: encrypt the artifacts at rest (AES-256-GCM, workspace data key)')
     c.set_defaults(func=_cmd_train)
 
     c = sub.add_parser('models', formatter_class=fmt, help='the model registry: list, show, compare, promote, rollback, verify, card',

@@ -467,6 +467,8 @@ def _score_numeric(self, name: str, st: dict, s: pl.Series) -> dict[str, Any]:
     xp = self.xp_
     d, p, how, w = ks_wasserstein(st['values'], y if xp is np else xp.asarray(y), method=self.ks_method, xp=xp)
     counts = np.diff(np.concatenate([[0], np.searchsorted(y, st['edges'], side='right'), [len(y)]]))
+    if getattr(self, '_keep_sorted', False):
+        self.sorted_current_[name] = y  # for a report's summary of the same batch (score(..., keep_sorted=True))
     q, pr = counts / len(y), st['bin_props']
     scale = st['std'] if st['std'] > 0 else 1.0
     row.update(method=how, statistic=d, p_value=p, effect_value=w / scale, psi=psi(pr, q), js=js_distance(pr, q),
@@ -500,7 +502,12 @@ def _score_column(self, item: tuple[str, pl.Series]) -> dict[str, Any]:
         row['_null'] = self.null_effects(name, row['n_current'])
     return row
 
-def _score(self, current: pl.DataFrame) -> DriftResult:
+def _score(
+    self,
+    current: pl.DataFrame,  # The batch to compare with the reference
+    *,
+    keep_sorted: bool = False,  # Keep the sorted finite values of each numeric column in `sorted_current_` (a report reuses them)
+) -> DriftResult:
     "Compare `current` with the reference: one row per column, corrected p-values and decisions."
     if not hasattr(self, 'columns_'):
         raise NotFittedError('This DriftDetector instance is not fitted yet. Call `fit` with a reference frame first.')
@@ -513,7 +520,11 @@ def _score(self, current: pl.DataFrame) -> DriftResult:
         kind_ok = _is_numeric(t) if st['kind'] == 'numeric' else _is_categorical(t)
         if not kind_ok:
             raise DataError(f'column `{name}` must be {st["kind"]} as in the reference ({st["dtype"]}) (found {t})')
-    rows = self._map(lambda it: _score_column(self, it), [(name, current[name]) for name in self.columns_])
+    self._keep_sorted, self.sorted_current_ = bool(keep_sorted), {}
+    try:
+        rows = self._map(lambda it: _score_column(self, it), [(name, current[name]) for name in self.columns_])
+    finally:
+        self._keep_sorted = False
     pvals = np.array([r.get('p_value', np.nan) for r in rows], float)
     adjusted = adjust_pvalues(pvals, self.correction)
     for r, pa in zip(rows, adjusted):

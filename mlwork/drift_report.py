@@ -65,6 +65,25 @@ def _column_stats(s: pl.Series, height: int) -> dict[str, Any]:
     st.update({k: _num(v) for k, v in zip(keys, qv)})
     return st
 
+def _sorted_stats(x: np.ndarray, height: int) -> dict[str, Any]:
+    "The same statistics from already sorted finite values (a fitted detector's reference, or `sorted_current_`)."
+    n = len(x)
+    st: dict[str, Any] = {'n': n, 'missing': height - n}
+    if n == 0:
+        return {**st, **{k: None for k in ('mean', 'std', 'min', *_QUANTILES, 'max', 'lo', 'hi')}}
+    qs = np.array([*_QUANTILES.values(), *_RANGE])
+    h = (n - 1) * qs
+    lo = np.floor(h).astype(np.int64); hi = np.minimum(lo + 1, n - 1)
+    qv = x[lo] + (h - lo) * (x[hi] - x[lo])
+    st.update(mean=_num(x.mean()), std=_num(x.std(ddof=1)) if n > 1 else None, min=_num(x[0]), max=_num(x[-1]))
+    st.update({k: _num(v) for k, v in zip([*_QUANTILES, 'lo', 'hi'], qv)})
+    return st
+
+def _sorted_bins(x: np.ndarray, e: np.ndarray) -> list[int]:
+    "[below, bin 1 … bin k, above] of sorted finite values (bins [e_i, e_i+1), the last closed), by binary search."
+    cuts = np.searchsorted(x, e[:-1], side='left').tolist() + [int(np.searchsorted(x, e[-1], side='right')), len(x)]
+    return np.diff([0] + cuts).tolist()
+
 def _numeric_stats(frame: pl.DataFrame, cols: list[str]) -> dict[str, dict[str, Any]]:
     "n, missing, mean, std, min, quantiles, max and the binning range of each numeric column (threads over columns)."
     if not cols:
@@ -218,7 +237,7 @@ class DriftSummary:
         *,
         over_time: WindowedDrift | None = None,  # A `drift_over_time` result, shown as small multiples
         importance: dict[str, float] | None = None,  # Feature importance, shown beside each feature
-        detector: DriftDetector | None = None,  # Detector used when `result` is None (default settings otherwise)
+        detector: DriftDetector | None = None,  # Detector used when `result` is None; a fitted one's sorted values are reused
         n_bins: int = 30,  # Numeric bins (plus one below and one above)
         top_k: int = 20,  # Categories kept by name (the rest: other, unseen)
     ) -> DriftSummary:
@@ -248,9 +267,23 @@ class DriftSummary:
                 if kind == 'numeric' and not t.is_numeric():
                     raise DataError(f'column `{c}` must be numeric in {side}, as in the drift result (found {t})')
         num = [c for c, k in kinds.items() if k == 'numeric']
-        rs, cs = _numeric_stats(reference, num), _numeric_stats(current, num)
+        # a fitted detector holds the sorted reference, and after score(..., keep_sorted=True) the sorted current:
+        # statistics and bins then come from binary searches instead of new passes over the frames
+        ref_sorted = {c: detector.columns_[c]['values'] for c in num if detector is not None and c in getattr(detector, 'columns_', {})
+                      and isinstance(detector.columns_[c].get('values'), np.ndarray)}
+        cur_sorted = {c: v for c, v in (getattr(detector, 'sorted_current_', None) or {}).items() if c in num}
+        by = {r['column']: r for r in rows}
+        ref_sorted = {c: v for c, v in ref_sorted.items() if len(v) == by[c]['n_reference']}
+        cur_sorted = {c: v for c, v in cur_sorted.items() if len(v) == by[c]['n_current']}
+        rs = {**_numeric_stats(reference, [c for c in num if c not in ref_sorted]),
+              **{c: _sorted_stats(v, reference.height) for c, v in ref_sorted.items()}}
+        cs = {**_numeric_stats(current, [c for c in num if c not in cur_sorted]),
+              **{c: _sorted_stats(v, current.height) for c, v in cur_sorted.items()}}
         edges = {c: _edges(rs[c], cs[c], reference.schema[c].is_integer(), n_bins) for c in num if rs[c]['n'] + cs[c]['n'] > 0}
-        rb, cb = _bin_counts(reference, edges), _bin_counts(current, edges)
+        rb = {**_bin_counts(reference, {c: e for c, e in edges.items() if c not in ref_sorted}),
+              **{c: _sorted_bins(ref_sorted[c], e) for c, e in edges.items() if c in ref_sorted}}
+        cb = {**_bin_counts(current, {c: e for c, e in edges.items() if c not in cur_sorted}),
+              **{c: _sorted_bins(cur_sorted[c], e) for c, e in edges.items() if c in cur_sorted}}
         ot_meta, ot = _over_time(over_time, list(kinds)) if over_time is not None else (None, {})
         feats = []
         for r in rows:
@@ -605,7 +638,8 @@ def build_drift_report(
     r.footer = 'Distributions: reference = blue bars, current = orange outline, as shares of usable values.'
     return r
 
-def _as_summary(source: Any, reference: Any, current: Any, over_time: Any, importance: Any, owner: str) -> DriftSummary:
+def _as_summary(source: Any, reference: Any, current: Any, over_time: Any, importance: Any, owner: str,
+                detector: Any = None) -> DriftSummary:
     if isinstance(source, DriftSummary):
         given = [k for k, v in (('reference', reference), ('current', current), ('over_time', over_time),
                                 ('importance', importance)) if v is not None]
@@ -617,7 +651,7 @@ def _as_summary(source: Any, reference: Any, current: Any, over_time: Any, impor
     if isinstance(source, DriftResult):
         if reference is None or current is None:
             raise param_error('reference/current', 'the two polars DataFrames the DriftResult was computed from', None, owner=owner)
-        return DriftSummary.from_frames(reference, current, source, over_time=over_time, importance=importance)
+        return DriftSummary.from_frames(reference, current, source, over_time=over_time, importance=importance, detector=detector)
     raise param_error('source', 'a DriftSummary or a DriftResult', type(source).__name__, owner=owner)
 
 def drift_report(
@@ -628,6 +662,7 @@ def drift_report(
     current: pl.DataFrame | None = None,  # With a DriftResult: the current frame
     over_time: WindowedDrift | None = None,  # With a DriftResult: a `drift_over_time` result
     importance: dict[str, float] | None = None,  # With a DriftResult: feature importance
+    detector: DriftDetector | None = None,  # With a DriftResult: the fitted detector (its sorted values are reused; see `score(keep_sorted=True)`)
     title: str = 'Drift report',  # Report title
     subtitle: str | None = None,  # One line under the title
     meta: dict[str, Any] | None = None,  # Extra header fields
@@ -636,7 +671,7 @@ def drift_report(
     path = Path(path)
     if path.suffix.lower() not in ('.html', '.htm'):
         raise param_error('path', 'a file name ending in .html', str(path), owner='drift_report')
-    summary = _as_summary(source, reference, current, over_time, importance, 'drift_report')
+    summary = _as_summary(source, reference, current, over_time, importance, 'drift_report', detector)
     doc = build_drift_report(summary, title=title, subtitle=subtitle, meta=meta).to_html()
     atomic_write(path.with_suffix('.json'), summary.to_json(indent=1))
     return atomic_write(path, doc).resolve()

@@ -27,15 +27,16 @@ from .audit import AuditLog
 from .core import (ConflictError, MlworkError, NotFound, SignatureError, Workspace, atomic_write, get_logger, kv_html,
                          open_workspace, param_error, sha256_file)
 from .report import html_table
-from .security import ensure_signing_key, sidecar_path, sign_file, verify_file
+from .security import data_key, decrypt_file, encrypt_file, ensure_signing_key, sidecar_path, sign_file, verify_file
 from .train import TrainedModel
 
 # %% auto #0
 __all__ = ['ALIASES', 'EXPERIMENT', 'ARTIFACT_PATH', 'MODEL_FILE', 'LINEAGE_FILE', 'METRICS_FILE', 'CARD_FILE', 'MANIFEST_FILE',
-           'MANIFEST_FORMAT', 'TAG_STATUS', 'TAG_HISTORY', 'TAG_SIGNER', 'TAG_MANIFEST', 'HISTORY_KEEP',
-           'MLFLOW_ENV_DEFAULTS', 'check_model_name', 'ModelVersion', 'Listing', 'Comparison', 'Verification',
-           'write_artifacts', 'verify_artifacts', 'default_tracking_uri', 'Registry', 'show', 'register', 'verify',
-           'load', 'lineage', 'card', 'promote', 'rollback', 'history', 'delete', 'compare']
+           'MANIFEST_FORMAT', 'TAG_STATUS', 'TAG_HISTORY', 'TAG_SIGNER', 'TAG_MANIFEST', 'TAG_ENCRYPTED', 'ENC_SUFFIX',
+           'HISTORY_KEEP', 'MLFLOW_ENV_DEFAULTS', 'check_model_name', 'ModelVersion', 'Listing', 'Comparison',
+           'Verification', 'write_artifacts', 'verify_artifacts', 'encrypt_artifacts', 'decrypt_artifacts',
+           'default_tracking_uri', 'Registry', 'show', 'register', 'verify', 'load', 'lineage', 'card', 'promote',
+           'rollback', 'history', 'delete', 'compare']
 
 # %% ../nbs/31_registry.ipynb #f62577d7
 ALIASES = ('champion', 'challenger')
@@ -46,6 +47,8 @@ MANIFEST_FORMAT = 'mlwork-model-manifest/1'
 TAG_STATUS = 'mlwork.status'  # Model version tag: 'pending' while registering, 'ready' once complete
 TAG_HISTORY = 'mlwork.alias_history.'  # Registered-model tag prefix: JSON list of versions that held the alias
 TAG_SIGNER, TAG_MANIFEST = 'mlwork.key_id', 'mlwork.manifest_sha256'
+TAG_ENCRYPTED = 'mlwork.encrypted'  # Model version tag: the data key id when the artifacts are encrypted at rest
+ENC_SUFFIX = '.enc'
 HISTORY_KEEP = 100  # Promotions remembered per alias
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$')
 
@@ -272,6 +275,38 @@ def verify_artifacts(
     return Verification(name, int(version), v.key_id, files, v.sha256)
 
 # %% ../nbs/31_registry.ipynb #b92a0081
+def encrypt_artifacts(
+    folder: str | Path,  # A staging folder written by `write_artifacts`
+    ws: Workspace,  # Workspace whose data key encrypts
+) -> str:
+    "Replace every artifact but the manifest and the signatures by its AES-256-GCM encryption (`<file>.enc`); returns the key id."
+    folder, key = Path(folder), data_key(ws)
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.endswith('.sig') and p.name != MANIFEST_FILE and not p.name.endswith(ENC_SUFFIX):
+            encrypt_file(p, p.with_name(p.name + ENC_SUFFIX), key=key)
+            p.unlink()
+    return key.key_id
+
+def decrypt_artifacts(
+    folder: str | Path,  # A downloaded artifact folder
+    ws: Workspace,  # Workspace whose data key decrypts
+    name: str,  # Model name (for the error)
+    version: int,  # Model version (for the error)
+) -> None:
+    "Decrypt every `<file>.enc` in place (signatures are then checked on the plain bytes); `SignatureError` if one fails."
+    folder = Path(folder)
+    encrypted = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(ENC_SUFFIX))
+    if not encrypted:
+        return
+    key = data_key(ws)
+    for p in encrypted:
+        try:
+            decrypt_file(p, p.with_name(p.name[:-len(ENC_SUFFIX)]), key=key)
+        except SignatureError as e:
+            msg = f"Model {name!r} version {version} failed verification: {p.name} cannot be decrypted ({e})."
+            raise SignatureError(msg) from None
+        p.unlink()
+
 def default_tracking_uri(ws: Workspace, busy_timeout: float = 1.0) -> str:
     "The workspace's embedded registry: `sqlite:///<models store>/mlflow.db` (sqlite waits `busy_timeout` s per try)."
     return f"sqlite:///{ws.path('models') / 'mlflow.db'}?timeout={busy_timeout:g}"
@@ -286,6 +321,7 @@ class Registry:
         tracking_uri: str | None = None,  # Any MLflow tracking/registry URI (default: sqlite file in the models store)
         artifact_location: str | None = None,  # Where runs keep artifacts (default: `<models store>/artifacts` for the default URI)
         lock_timeout: float = 30.0,  # Seconds to keep retrying while the database is locked
+        encrypt: bool = False,  # Encrypt artifacts at rest (AES-256-GCM, the workspace data key or $MLWORK_DATA_KEY)
     ):
         if isinstance(workspace, Workspace):
             ws = workspace
@@ -297,7 +333,9 @@ class Registry:
             raise param_error('tracking_uri', 'an MLflow tracking URI (str) or None', tracking_uri, owner='Registry')
         if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or lock_timeout < 0:
             raise param_error('lock_timeout', 'a number of seconds >= 0', lock_timeout, owner='Registry')
-        self.workspace, self.lock_timeout = ws, float(lock_timeout)
+        if not isinstance(encrypt, bool):
+            raise param_error('encrypt', 'True or False', encrypt, owner='Registry')
+        self.workspace, self.lock_timeout, self.encrypt = ws, float(lock_timeout), encrypt
         self.tracking_uri = tracking_uri or default_tracking_uri(ws)
         if artifact_location is None and tracking_uri is None:
             artifact_location = (ws.path('models') / 'artifacts').as_uri()
@@ -555,15 +593,17 @@ def register(
         version = int(mv.version)
         with tempfile.TemporaryDirectory(prefix='mlwork-register-') as stage:
             manifest = write_artifacts(stage, model, name, version, run_id, self.workspace, metrics=metrics, card=card, sign=self._sign)
-            self._call('uploading artifacts', self._log_artifacts, run_id, stage)
             digest = sha256_file(Path(stage) / MANIFEST_FILE)
-        for k, v in ((TAG_SIGNER, manifest['key_id']), (TAG_MANIFEST, digest), (TAG_STATUS, 'ready')):
+            enc = encrypt_artifacts(stage, self.workspace) if self.encrypt else None
+            self._call('uploading artifacts', self._log_artifacts, run_id, stage)
+        final = [(TAG_SIGNER, manifest['key_id']), (TAG_MANIFEST, digest)] + ([(TAG_ENCRYPTED, enc)] if enc else [])
+        for k, v in final + [(TAG_STATUS, 'ready')]:
             self._call('tagging the version', c.set_model_version_tag, name, str(version), k, v)
         self._call('finishing the run', c.set_terminated, run_id, 'FINISHED')
         self.audit.append('model.register', who=user, why=reason,
                           what={'model': name, 'version': version, 'run_id': run_id, 'data': data.get('ref'),
                                 'content_hash': data.get('content_hash'), 'manifest_sha256': digest, 'key_id': manifest['key_id'],
-                                'metrics': metrics, 'tracking_uri': self._safe_uri()})
+                                'metrics': metrics, 'tracking_uri': self._safe_uri(), 'encrypted': enc})
         ok = True
     finally:
         if not ok:
@@ -611,6 +651,7 @@ def _fetch(self, mv, dst: str) -> Path:
             raise
         msg = f"Model {mv.name!r} version {mv.version} failed verification: its artifacts cannot be read ({type(e).__name__}: {str(e)[:200]})."
         raise SignatureError(msg) from None
+    decrypt_artifacts(path, self.workspace, mv.name, int(mv.version))
     return Path(path)
 
 def verify(

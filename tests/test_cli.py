@@ -203,3 +203,10 @@ def test_train_register_promote_rollback_verify_card(cli, tmp_path):
     assert_one_line_error(cli('models', 'show', 'nope', *home), 2, 'nope')
     audit = cli('audit', 'verify', '--json', *home)
     assert audit.code == 0 and audit.json()['entries'] == 6
+    enc = cli('train', 'c.parquet', '--target', 'repaid', '--exclude', 'id', 'timestamp', '--rounds', '10',
+              '--register', 'credit_enc', '--encrypt', '--json', *home)
+    assert enc.code == 0, enc.err
+    run_id = enc.json()['registered']['run_id']
+    assert list((tmp_path / 'ws' / 'models' / 'artifacts').glob(f'{run_id}/artifacts/*/model.json.enc'))
+    assert not list((tmp_path / 'ws' / 'models' / 'artifacts').glob(f'{run_id}/artifacts/*/model.json'))
+    assert cli('models', 'verify', 'credit_enc', '1', *home).code == 0

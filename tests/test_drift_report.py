@@ -250,3 +250,30 @@ def test_browser_screenshot_and_css_filters(credit_report, tmp_path):
     blue = (np.abs(img - np.array([0x09, 0x69, 0xda])).sum(axis=2) < 60) | (np.abs(img - np.array([0x9c, 0xc3, 0xf0])).sum(axis=2) < 40)
     assert blue.sum() > 500, 'no reference bars drawn'
     assert shots['drifted'][0] < last_all - 100, shots  # seven collapsed sections fewer: the page is shorter
+
+
+def test_summary_from_sorted_values_equals_summary_from_frames():
+    "A fitted detector's sorted reference and `score(keep_sorted=True)`'s sorted current give the same summary."
+    rng = np.random.default_rng(5)
+    n = 4_000
+    ref = pl.DataFrame({'x': rng.normal(size=n), 'k': rng.integers(0, 7, n), 'r': np.round(rng.normal(size=n), 1),
+                        'c': rng.choice(['a', 'b', 'c'], n)})
+    cur = pl.DataFrame({'x': np.r_[rng.normal(0.3, 1, n - 3), [np.nan, np.inf, -np.inf]], 'k': rng.integers(0, 9, n),
+                        'r': np.round(rng.normal(size=n), 1), 'c': rng.choice(['a', 'b', 'd'], n)})
+    det = DriftDetector().fit(ref)
+    res = det.score(cur, keep_sorted=True)
+    assert set(det.sorted_current_) == {'x', 'k', 'r'}
+    slow = DriftSummary.from_frames(ref, cur, res)
+    fast = DriftSummary.from_frames(ref, cur, res, detector=det)
+    for a, b in zip(slow.features, fast.features):
+        assert (a.name, a.kind, a.result) == (b.name, b.kind, b.result)
+        assert a.bins == b.bins, a.name                       # counts per bin: exactly equal
+        if a.kind != 'numeric':
+            assert a.stats == b.stats
+            continue
+        for side in ('reference', 'current'):
+            for k, v in a.stats[side].items():
+                w = b.stats[side][k]
+                assert (v is None) == (w is None) and (v is None or abs(v - w) <= 1e-12 * max(1.0, abs(v))), (a.name, side, k, v, w)
+    det.score(cur)                          # without keep_sorted nothing is kept
+    assert det.sorted_current_ == {}

@@ -359,3 +359,32 @@ def test_concurrent_registration_from_two_processes(tmp_path, empty_db, models):
         assert reg.verify('credit', v).ok
     assert reg.audit.verify().ok and len(reg.audit) == 4
     assert sorted(reg.audit.entries()['who'].to_list()) == ['proc0', 'proc0', 'proc1', 'proc1']
+
+
+def test_encryption_at_rest(tmp_path, empty_db, models, data, monkeypatch):
+    ws = _workspace(tmp_path / 'ws', empty_db)
+    reg = Registry(ws, encrypt=True)
+    m = models[1]
+    v = reg.register(m, 'credit', metrics={'auc': 0.74}, card={'owner': 'risk'}, reason='encrypted at rest')
+    stored = _stored(reg, 'credit', v.version)
+    names = sorted(p.name for p in stored.iterdir())
+    assert 'model.json.enc' in names and 'model.json' not in names and 'lineage.json' not in names, names
+    blob = b''.join(p.read_bytes() for p in stored.iterdir() if p.name.endswith('.enc'))
+    assert b'tree_sizes' not in blob and b'debt_ratio' not in blob          # no model text or feature names in the clear
+    loaded = reg.load('credit', v.version)
+    assert loaded.model_text() == m.model_text()
+    np.testing.assert_array_equal(loaded.predict(data.select(m.features)), m.predict(data.select(m.features)))
+    assert reg.verify('credit', v.version).ok and reg.card('credit', v.version) == {'owner': 'risk'}
+    assert reg.audit.verify().ok and json.loads(reg.audit.path.read_text().splitlines()[-1])['what']['encrypted'].startswith('aes256:')
+    # another data key (as on a machine without this workspace's key): refused, naming the model and version
+    monkeypatch.setenv('MLWORK_DATA_KEY', 'A' * 43 + '=')
+    with pytest.raises(SignatureError, match=r"Model 'credit' version 1 failed verification: .*cannot be decrypted"):
+        reg.load('credit', v.version)
+    monkeypatch.delenv('MLWORK_DATA_KEY')
+    # a changed byte in the ciphertext: refused
+    enc = stored / 'model.json.enc'
+    b = bytearray(enc.read_bytes()); b[-5] ^= 1; enc.write_bytes(bytes(b))
+    with pytest.raises(SignatureError, match=r"version 1 failed verification"):
+        reg.load('credit', v.version)
+    with pytest.raises(InvalidParameter, match='encrypt'):
+        Registry(ws, encrypt='yes')
