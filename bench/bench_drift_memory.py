@@ -23,7 +23,7 @@ import psutil
 proc = psutil.Process()
 import polars as pl
 from mlwork.drift import DriftDetector
-from mlwork.drift_report import drift_report
+from mlwork.drift_report import drift_report, reuse_sorted
 gc.collect()
 before = proc.memory_info().rss
 peak = [before]; stop = [False]
@@ -37,7 +37,7 @@ def arrow_size(f):  # bytes of the frame as Arrow (strings as large_string: 8-by
                if f.schema[c] == pl.String else f[c].estimated_size() for c in f.columns)
 arrow = arrow_size(ref) + arrow_size(cur)
 gc.collect(); loaded = proc.memory_info().rss
-t0 = time.perf_counter(); det = DriftDetector().fit(ref); t1 = time.perf_counter(); res = det.score(cur, keep_sorted=sys.argv[3] == '1'); t2 = time.perf_counter()
+t0 = time.perf_counter(); det = DriftDetector().fit(ref); t1 = time.perf_counter(); res = det.score(cur, keep_sorted=sys.argv[3] == '1' and reuse_sorted(cur)); t2 = time.perf_counter()
 report_s = None
 if sys.argv[3] == '1':
     drift_report(res, sys.argv[4], reference=ref, current=cur, detector=det); report_s = time.perf_counter() - t2

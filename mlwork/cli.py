@@ -289,7 +289,9 @@ def _cmd_drift(args: argparse.Namespace) -> tuple[Any, str]:
     if not usable:
         raise UsageError(f"no columns to compare: {ref_where} and {cur_where} share no numeric or categorical column")
     det = DriftDetector(alpha=args.alpha, correction=args.correction).fit(ref.select(usable))
-    res = det.score(cur.select(usable), keep_sorted=bool(args.report))  # the report reuses the sorted values
+    if args.report:
+        from mlwork.drift_report import reuse_sorted
+    res = det.score(cur.select(usable), keep_sorted=bool(args.report) and reuse_sorted(cur.select(usable)))
     d = {'reference': ref_where, 'current': cur_where, 'skipped_key_columns': keys, **res.to_dict()}
     lines = _drift_lines(res, ref_where, cur_where, args.top)
     if keys:

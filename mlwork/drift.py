@@ -114,12 +114,20 @@ def ks_wasserstein(
     del both
     # n1*n2*(F_ref - F_cur) at each merged point, exact in float64 (|value| <= n1*n2 < 2**53):
     # every reference value adds n2, every current value subtracts n1
-    gap = xp.cumulative_sum(xp.astype(order < n1, xp.float64) * float(n1 + n2) - float(n1))[:-1]
-    del order
-    gap = xp.abs(gap)
-    step = merged[1:] - merged[:-1]
-    del merged
-    wasserstein = float(xp.sum(gap * step)) / (n1 * n2)
+    if xp is np:  # the same arithmetic with fewer passes and temporaries over the 2·n values
+        gap = np.cumsum(np.where(order[:-1] < n1, float(n2), -float(n1)))
+        del order
+        np.abs(gap, out=gap)
+        step = np.diff(merged)
+        del merged
+        wasserstein = float(np.dot(gap, step)) / (n1 * n2)
+    else:
+        gap = xp.cumulative_sum(xp.astype(order < n1, xp.float64) * float(n1 + n2) - float(n1))[:-1]
+        del order
+        gap = xp.abs(gap)
+        step = merged[1:] - merged[:-1]
+        del merged
+        wasserstein = float(xp.sum(gap * step)) / (n1 * n2)
     if n1 + n2 < 2:
         d = 0.0
     else:  # KS looks at the last element of each run of tied values only (step > 0); ties are rare, so try the argmax first

@@ -21,8 +21,8 @@ from .report import Report, _fmt
 from .windows import WindowedDrift
 
 # %% auto #0
-__all__ = ['SUMMARY_SCHEMA_VERSION', 'FeatureSummary', 'DriftSummary', 'distribution_svg', 'over_time_svg', 'feature_html',
-           'build_drift_report', 'drift_report']
+__all__ = ['SUMMARY_SCHEMA_VERSION', 'SORTED_REUSE_LIMIT', 'reuse_sorted', 'FeatureSummary', 'DriftSummary', 'distribution_svg',
+           'over_time_svg', 'feature_html', 'build_drift_report', 'drift_report']
 
 # %% ../nbs/24_drift_report.ipynb #2bb18b3d
 SUMMARY_SCHEMA_VERSION = 1  # Bump on any change a reader of the JSON twin must know about
@@ -64,6 +64,15 @@ def _column_stats(s: pl.Series, height: int) -> dict[str, Any]:
     st.update(mean=_num(x.mean()), std=_num(x.std(ddof=1)) if n > 1 else None, min=_num(x.min()), max=_num(x.max()))
     st.update({k: _num(v) for k, v in zip(keys, qv)})
     return st
+
+SORTED_REUSE_LIMIT = 50_000_000  # At most this many numeric values of `current` are kept sorted for the report (8 bytes each)
+
+def reuse_sorted(
+    current: pl.DataFrame,  # The batch about to be scored
+) -> bool:
+    "Whether to score with `keep_sorted=True` for a report: yes unless the sorted copy would be large (then the report bins anew)."
+    numeric = sum(1 for t in current.schema.values() if t.is_numeric())
+    return current.height * numeric <= SORTED_REUSE_LIMIT
 
 def _sorted_stats(x: np.ndarray, height: int) -> dict[str, Any]:
     "The same statistics from already sorted finite values (a fitted detector's reference, or `sorted_current_`)."

@@ -38,6 +38,14 @@ def _read_pandas(ref: str, cur: str):
     return pd.read_parquet(ref), pd.read_parquet(cur)
 
 
+def _reuse_sorted(c) -> bool:
+    try:
+        from mlwork.drift_report import reuse_sorted
+    except ImportError:
+        return False
+    return reuse_sorted(c)
+
+
 def side_mlwork(ref: str, cur: str, html: str | None) -> dict:
     from mlwork.drift import DriftDetector
     r, c = _read_polars(ref, cur)
@@ -45,7 +53,7 @@ def side_mlwork(ref: str, cur: str, html: str | None) -> dict:
     t0 = time.perf_counter()
     det = DriftDetector().fit(r)
     t1 = time.perf_counter()
-    result = det.score(c, keep_sorted=bool(html))  # the report reuses the sorted values
+    result = det.score(c, keep_sorted=bool(html) and _reuse_sorted(c))  # the report reuses the sorted values (as `mlwork drift --report`)
     out['seconds'] = time.perf_counter() - t0
     out['fit_seconds'], out['score_seconds'] = t1 - t0, out['seconds'] - (t1 - t0)
     out['flagged'] = result.drifted
