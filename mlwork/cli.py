@@ -326,6 +326,10 @@ def _name_version(ref: str) -> tuple[str, int | None]:
     return r.name, r.version
 
 def _cmd_train(args: argparse.Namespace) -> tuple[Any, str]:
+    if not args.register:
+        needs = [f'--{k}' for k in ('alias', 'encrypt', 'description', 'reason') if getattr(args, k)]
+        if needs:
+            raise UsageError(f"{', '.join(needs)} only apply with --register NAME (found no --register)")
     from mlwork.train import train_model
     from mlwork.store import parse_ref
     is_file = Path(args.data).suffix.lower() in ('.parquet', '.csv') or Path(args.data).exists()
