@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from .core import DataError, MlworkError, NotFittedError, param_error
-from .drift import RESULT_SCHEMA, DriftResult, _is_categorical, _is_numeric, adjust_pvalues
+from .drift import RESULT_SCHEMA, DriftResult, _is_categorical, _is_numeric, adjust_pvalues, check_current
 
 # %% auto #0
 __all__ = ['ALIBI_LICENCE', 'FEATURE_TESTS', 'NUMERIC_ONLY', 'CATEGORICAL_ONLY', 'AlibiNotInstalled', 'load_detector_class',
@@ -161,14 +161,7 @@ def _score(self, current: pl.DataFrame) -> DriftResult:
     "Run the alibi-detect detector on `current`; its p-values, distances and decision as a `DriftResult`."
     if not hasattr(self, 'detector_'):
         raise NotFittedError('This AlibiDetector instance is not fitted yet. Call `fit` with a reference frame first.')
-    if not isinstance(current, pl.DataFrame):
-        raise param_error('current', 'a polars DataFrame', type(current).__name__, owner='AlibiDetector.score')
-    for c, kind in self.kinds_.items():
-        if c not in current.schema:
-            raise DataError(f'column `{c}` not found in current (it was fitted on the reference)')
-        t = current.schema[c]
-        if not (_is_numeric(t) if kind == 'numeric' else _is_categorical(t)):
-            raise DataError(f'column `{c}` must be {kind} as in the reference (found {t})')
+    check_current(current, self.kinds_, 'AlibiDetector.score')
     x, unseen = encode_frame(current, self.kinds_, self.levels_, 'current')
     det = self.detector_
     params = inspect.signature(det.predict).parameters

@@ -27,8 +27,8 @@ from .report import html_table
 __all__ = ['PSI_EPSILON', 'KS_MAX_EXACT_N', 'BACKENDS', 'CALIBRATION_ATOMS', 'CALIBRATION_MAX_UNIQUE', 'GAUSSIAN_MIN_EXPECTED',
            'RESULT_SCHEMA', 'CATEGORY_PROBS', 'NUMERIC_SHIFTS', 'CATEGORY_SHIFTS', 'psi', 'js_distance', 'hellinger',
            'total_variation', 'array_namespace', 'ks_wasserstein', 'reference_atoms', 'calibration_null', 'chi2_test',
-           'adjust_pvalues', 'DriftResult', 'DriftDetector', 'detection_power', 'min_detectable_drift', 'power_table',
-           'drift_benchmark']
+           'adjust_pvalues', 'DriftResult', 'DriftDetector', 'check_current', 'detection_power', 'min_detectable_drift',
+           'power_table', 'drift_benchmark']
 
 # %% ../nbs/20_drift.ipynb #906f5ade
 PSI_EPSILON = 1e-4  # Proportions below this are raised to it before PSI takes logs
@@ -510,6 +510,24 @@ def _score_column(self, item: tuple[str, pl.Series]) -> dict[str, Any]:
         row['_null'] = self.null_effects(name, row['n_current'])
     return row
 
+def check_current(
+    current: Any,  # The batch to score
+    kinds: dict[str, str],  # The fitted columns: name → 'numeric' or 'categorical'
+    owner: str,  # Who is checking (named in a parameter error)
+    *,
+    dtypes: dict[str, Any] | None = None,  # The reference's dtypes, named in a kind error when given
+) -> None:
+    "Refuse a `current` that is not a polars frame, lacks a fitted column, or has one of another kind (shared by the detectors)."
+    if not isinstance(current, pl.DataFrame):
+        raise param_error('current', 'a polars DataFrame', type(current).__name__, owner=owner)
+    for name, kind in kinds.items():
+        if name not in current.schema:
+            raise DataError(f'column `{name}` not found in current (it was fitted on the reference)')
+        t = current.schema[name]
+        if not (_is_numeric(t) if kind == 'numeric' else _is_categorical(t)):
+            ref = f' ({dtypes[name]})' if dtypes and name in dtypes else ''
+            raise DataError(f'column `{name}` must be {kind} as in the reference{ref} (found {t})')
+
 def _score(
     self,
     current: pl.DataFrame,  # The batch to compare with the reference
@@ -519,15 +537,8 @@ def _score(
     "Compare `current` with the reference: one row per column, corrected p-values and decisions."
     if not hasattr(self, 'columns_'):
         raise NotFittedError('This DriftDetector instance is not fitted yet. Call `fit` with a reference frame first.')
-    if not isinstance(current, pl.DataFrame):
-        raise param_error('current', 'a polars DataFrame', type(current).__name__, owner='DriftDetector.score')
-    for name, st in self.columns_.items():
-        if name not in current.schema:
-            raise DataError(f'column `{name}` not found in current (it was fitted on the reference)')
-        t = current.schema[name]
-        kind_ok = _is_numeric(t) if st['kind'] == 'numeric' else _is_categorical(t)
-        if not kind_ok:
-            raise DataError(f'column `{name}` must be {st["kind"]} as in the reference ({st["dtype"]}) (found {t})')
+    check_current(current, {n: st['kind'] for n, st in self.columns_.items()}, 'DriftDetector.score',
+                  dtypes={n: st['dtype'] for n, st in self.columns_.items()})
     self._keep_sorted, self.sorted_current_ = bool(keep_sorted), {}
     try:
         rows = self._map(lambda it: _score_column(self, it), [(name, current[name]) for name in self.columns_])
