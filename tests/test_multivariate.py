@@ -63,15 +63,17 @@ def test_mmd_categorical_one_hot_matches_oracle():
 
 
 def test_permutation_null_equals_recomputed_statistics():
-    "The batched permutation statistics equal MMD² recomputed on the permuted samples."
-    from mlwork.multivariate import _permuted_mmd2, _sq_dists, mmd2_unbiased
+    "The blocked statistics, for every labelling and tile size, equal MMD² by explicit loops on the relabelled samples."
+    from mlwork.multivariate import _labellings, _mmd2_blocked
     rng = np.random.default_rng(2)
     Z = rng.standard_normal((23, 3))
-    K = np.exp(-_sq_dists(np, Z, Z) / 2)
-    perms = np.argsort(rng.random((7, 23)), axis=1)
-    got = _permuted_mmd2(K, 10, perms, np)
-    for p, g in zip(perms, got):
-        assert abs(g - mmd2_unbiased(K[np.ix_(p, p)], 10)) < 1e-12
+    A = _labellings(10, 23, 7, rng)
+    assert (A.sum(axis=0) == 10).all() and (A[:10, 0] == 1).all()
+    for rows, workers in ((4, 1), (6, 2), (23, 1), (100, 4)):
+        got = _mmd2_blocked(np, Z, 10, 0.5, A.astype(float), rows, workers)
+        for j in range(A.shape[1]):
+            X, Y = Z[A[:, j] == 1], Z[A[:, j] == 0]
+            assert abs(got[j] - _mmd2_oracle(X, Y, 1.0)) < 1e-12
 
 
 def _credit_pair(seed: int, n: int = 150, drift=None):
