@@ -551,11 +551,17 @@ def _score(
         if null is not None:
             self.null_effects_[r['column']] = null
             self.calibration_size_[r['column']] = r['n_reference'] * r['n_current'] / (r['n_reference'] + r['n_current'])
-        self._decide(r, float(pa), null)
+        self.decide(r, float(pa), null)
     frame = pl.DataFrame([{k: r.get(k) for k in RESULT_SCHEMA} for r in rows], schema=RESULT_SCHEMA)
     return DriftResult(frame, float(self.alpha), self.correction, self.policy)
 
-def _decide(self, r: dict[str, Any], p_adj: float, null: np.ndarray | None = None) -> None:
+def _decide(
+    self,
+    r: dict[str, Any],  # One scored column: kind, n_reference, n_current, missing_current, effect, effect_value (and unseen_count, unseen_mass for a categorical one)
+    p_adj: float,  # Its p-value after the correction across columns
+    null: np.ndarray | None = None,  # Its calibration draws of the effect; None = the effect floor alone
+) -> None:
+    "Apply the detector's policy to one scored column, in place: sets p_adjusted, effect_floor, calibrated_threshold, threshold, rule, drift and why."
     numeric = r['kind'] == 'numeric'
     floor = float(self.min_wasserstein if numeric else self.min_tv)
     r.update(p_adjusted=p_adj, effect_floor=floor, drift=False)
@@ -586,9 +592,9 @@ def _decide(self, r: dict[str, Any], p_adj: float, null: np.ndarray | None = Non
              why=f'{test_why}; {why_rule}')
 
 DriftDetector.score = _score
-DriftDetector._decide = _decide
+DriftDetector.decide = _decide
 
-# %% ../nbs/20_drift.ipynb #104326a2
+# %% ../nbs/20_drift.ipynb #a201389e
 CATEGORY_PROBS = (0.4, 0.3, 0.2, 0.1)  # Categories of the categorical power simulation
 NUMERIC_SHIFTS = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.105, 0.11, 0.12, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
 CATEGORY_SHIFTS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.055, 0.06, 0.07, 0.1, 0.15, 0.2, 0.3)
@@ -631,7 +637,7 @@ def detection_power(
         p_adj = float(adjust_pvalues(np.append(row['p_value'], others), det.correction)[0])
         r = {k: row[k] for k in ('column', 'kind', 'n_reference', 'n_current', 'missing_current', 'effect',
                                  'effect_value', 'unseen_count', 'unseen_mass')}
-        det._decide(r, p_adj, det.null_effects_.get('x'))
+        det.decide(r, p_adj, det.null_effects_.get('x'))
         hits += r['drift']
     return hits / reps
 
@@ -675,7 +681,7 @@ def power_table(
         rows.append(row)
     return pl.DataFrame(rows)
 
-# %% ../nbs/20_drift.ipynb #2b8edece
+# %% ../nbs/20_drift.ipynb #ee41bdec
 def drift_benchmark(
     n_rows: int,  # Rows in each of reference and current
     *,

@@ -384,17 +384,17 @@ def profile_drift(
     for r, pa, pb in zip(rows, p_low, p_high):
         if 'effect_value' in r:
             risky = dict(r, effect_value=r['effect_high'])
-            det._decide(risky, float(pb), nulls.get(r['column']))
+            det.decide(risky, float(pb), nulls.get(r['column']))
             point = r['effect_value']
             r['effect_value'] = r['effect_low']
-            det._decide(r, float(pa), nulls.get(r['column']))
+            det.decide(r, float(pa), nulls.get(r['column']))
             r['why'] = r['why'].replace(f"{r['effect']}=", f"{r['effect']} lower bound=")
             r['effect_value'], r['sketch_uncertain'] = point, bool(risky['drift'] and not r['drift'])
             r['why'] = f"{_why_prefix(r, ks)}; {r['why']}"
             if r['sketch_uncertain']:
                 r['why'] += '; the upper bounds would flag drift: uncertain within the sketch error'
         else:
-            det._decide(r, float(pa), nulls.get(r['column']))
+            det.decide(r, float(pa), nulls.get(r['column']))
             r['sketch_uncertain'] = False
     frame = pl.DataFrame([{k: r.get(k) for k in PROFILE_RESULT_SCHEMA} for r in rows], schema=PROFILE_RESULT_SCHEMA)
     return DriftResult(frame, float(alpha), correction, policy)
