@@ -11,6 +11,7 @@ import math
 import numbers
 import os
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
@@ -24,11 +25,12 @@ from .core import DataError, NotFittedError, param_error
 from .report import html_table
 
 # %% auto #0
-__all__ = ['PSI_EPSILON', 'KS_MAX_EXACT_N', 'BACKENDS', 'CALIBRATION_ATOMS', 'CALIBRATION_MAX_UNIQUE', 'GAUSSIAN_MIN_EXPECTED',
-           'RESULT_SCHEMA', 'CATEGORY_PROBS', 'NUMERIC_SHIFTS', 'CATEGORY_SHIFTS', 'psi', 'js_distance', 'hellinger',
-           'total_variation', 'array_namespace', 'ks_wasserstein', 'reference_atoms', 'calibration_null', 'chi2_test',
-           'adjust_pvalues', 'DriftResult', 'DriftDetector', 'check_current', 'detection_power', 'min_detectable_drift',
-           'power_table', 'drift_benchmark']
+__all__ = ['PSI_EPSILON', 'KS_MAX_EXACT_N', 'BACKENDS', 'SMIRNOV_SUM_POINTS', 'KS_INDEX_EDGES', 'CALIBRATION_ATOMS',
+           'CALIBRATION_MAX_UNIQUE', 'GAUSSIAN_MIN_EXPECTED', 'RESULT_SCHEMA', 'CATEGORY_PROBS', 'NUMERIC_SHIFTS',
+           'CATEGORY_SHIFTS', 'psi', 'js_distance', 'hellinger', 'total_variation', 'array_namespace', 'smirnov_sf',
+           'ks_pvalue', 'ks_wasserstein', 'ks_index', 'ks_statistic_indexed', 'quantile_grid', 'wasserstein_sorted',
+           'reference_atoms', 'calibration_null', 'chi2_test', 'adjust_pvalues', 'DriftResult', 'DriftDetector',
+           'check_current', 'detection_power', 'min_detectable_drift', 'power_table', 'drift_benchmark']
 
 # %% ../nbs/20_drift.ipynb #906f5ade
 PSI_EPSILON = 1e-4  # Proportions below this are raised to it before PSI takes logs
@@ -92,6 +94,35 @@ def _to_host(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 # %% ../nbs/20_drift.ipynb #b693d7d6
+SMIRNOV_SUM_POINTS = 20_000  # Terms of the Birnbaum–Tingey sum evaluated at most (then every k-th, times k)
+_SCIPY_SMIRNOV_EXACT_MAX_N = 1_000_000  # scipy.special.smirnov sums exactly up to this n, approximates above
+
+def smirnov_sf(
+    n: int,  # Sample size
+    x: float,  # Statistic, 0 < x < 1
+) -> float:
+    "P(D⁺ₙ ≥ x) of the one-sided one-sample KS statistic, as `scipy.special.smirnov(n, x)` defines it, by the Birnbaum–Tingey sum."
+    top = int(math.floor(n * (1.0 - x)))
+    if n * (1.0 - x) == top:
+        top -= 1  # the term with 1 - x - j/n = 0 is zero
+    step = max(1, -(-(top + 1) // SMIRNOV_SUM_POINTS))
+    j = np.arange(0, top + 1, step, dtype=float)
+    p = x + j / n
+    return float(x * step * np.sum(_stats.binom.pmf(j, n, p) / p))
+
+def ks_pvalue(
+    d: float,  # Two-sample KS statistic
+    en: float,  # Effective size, round(n·m/(n+m))
+) -> float:
+    "`scipy.stats.kstwo.sf(d, en)` clipped to [0, 1] — the asymptotic two-sample KS p-value of `ks_2samp` — with scipy's O(n) branch summed fast."
+    n = int(en)
+    nx2 = en * d * d
+    if (n == en and 140 < n <= _SCIPY_SMIRNOV_EXACT_MAX_N and 1.0 < n * d < n - 1 and d < 0.5
+            and 2.2 <= nx2 < 370.0):  # the branch where kstwo.sf is 2 * smirnov(n, d), summed in O(n)
+        return float(np.clip(2.0 * smirnov_sf(n, d), 0.0, 1.0))
+    return float(np.clip(_stats.kstwo.sf(d, en), 0.0, 1.0))
+
+# %% ../nbs/20_drift.ipynb #7963d149
 def _argsort_stable(xp: ModuleType, x: Any) -> Any:
     try:
         return xp.argsort(x, stable=True)
@@ -139,10 +170,93 @@ def ks_wasserstein(
         res = _stats.ks_2samp(_to_host(reference), _to_host(current), method='exact')
         return float(res.statistic), float(res.pvalue), 'exact', wasserstein
     m, n = sorted([float(n1), float(n2)], reverse=True)
-    p = float(np.clip(_stats.kstwo.sf(d, np.round(m * n / (m + n))), 0, 1))
+    p = ks_pvalue(d, float(np.round(m * n / (m + n))))
     return d, p, 'asymp', wasserstein
 
-# %% ../nbs/20_drift.ipynb #bd203a37
+# %% ../nbs/20_drift.ipynb #7a0e97d5
+KS_INDEX_EDGES = 8192  # Reference values kept as KS index edges (equal-mass positions)
+_KS_LOCAL_MAX_SHARE = 0.25  # Above this share of values in candidate bins, the full merge is used
+
+def ks_index(
+    reference: np.ndarray,  # Sorted reference values (finite)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Distinct reference values at equal-mass positions, and the count of reference values ≤ each and < each."
+    n = len(reference)
+    pos = np.unique(np.linspace(0, n - 1, min(KS_INDEX_EDGES, n)).astype(np.int64))
+    edges = np.unique(reference[pos])
+    return edges, np.searchsorted(reference, edges, side='right'), np.searchsorted(reference, edges, side='left')
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    "The concatenation of arange(s, s + l) over starts s and lengths l."
+    total = int(lengths.sum())
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(starts - offsets, lengths) + np.arange(total)
+
+def ks_statistic_indexed(
+    reference: np.ndarray,  # Sorted reference values (finite)
+    current: np.ndarray,  # Sorted current values (finite)
+    index: tuple[np.ndarray, np.ndarray, np.ndarray],  # `ks_index(reference)`
+) -> float | None:
+    "The two-sample KS statistic, exact, from the index and a merge of the candidate bins only; None when too many bins are candidates."
+    edges, R, R_below = index
+    n1, n2 = len(reference), len(current)
+    if n1 == 0 or n2 == 0:
+        return None
+    C, C_below = np.searchsorted(current, edges, side='right'), np.searchsorted(current, edges, side='left')
+    G = n2 * R.astype(float) - n1 * C.astype(float)  # n1*n2*(F_ref - F_cur) at each edge, exact integers
+    low = float(np.max(np.abs(G))) if len(G) else 0.0
+    Rb, Cb = np.r_[0, R, n1], np.r_[0, C, n2]
+    start = np.r_[0.0, G]  # the gap just before each bin
+    rb, cb = np.diff(Rb), np.diff(Cb)
+    # points inside a bin, below its edge (the edge itself is in `low`): at most these many values of each side
+    r_in, c_in = np.r_[R_below, n1] - Rb[:-1], np.r_[C_below, n2] - Cb[:-1]
+    bound = np.maximum(np.abs(start + n2 * r_in), np.abs(start - n1 * c_in))
+    cand = np.flatnonzero((bound > low) & (rb + cb > 0))
+    if len(cand) == 0:
+        return low / (n1 * n2)
+    lr, lc = rb[cand], cb[cand]
+    if lr.sum() + lc.sum() > _KS_LOCAL_MAX_SHARE * (n1 + n2):
+        return None
+    ri, ci = _ranges(Rb[cand], lr), _ranges(Cb[cand], lc)
+    both = np.concatenate([reference[ri], current[ci]])
+    bins = np.concatenate([np.repeat(np.arange(len(cand)), lr), np.repeat(np.arange(len(cand)), lc)])
+    order = np.argsort(both, kind='stable')  # bins are disjoint value ranges, so they stay contiguous
+    merged, mb = both[order], bins[order]
+    cs = np.cumsum(np.where(order < len(ri), float(n2), -float(n1)))
+    first = np.flatnonzero(np.r_[True, mb[1:] != mb[:-1]])
+    before = np.r_[0.0, cs[:-1]][first]
+    gap = cs - np.repeat(before, np.diff(np.r_[first, len(mb)])) + start[cand][mb]
+    end = np.r_[(merged[1:] > merged[:-1]) | (mb[1:] != mb[:-1]), True]  # last of each run of ties
+    return max(low, float(np.max(np.abs(gap[end])))) / (n1 * n2)
+
+def quantile_grid(
+    n1: int,  # Reference size
+    n2: int,  # Current size
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "The merged pieces of two empirical quantile functions: how many pieces each reference and each current value spans, and each piece's width."
+    i, j = np.arange(1, n1 + 1, dtype=np.int64), np.arange(1, n2 + 1, dtype=np.int64)
+    a, b = i * n2, j * n1  # breakpoints i/n1 and j/n2, in units of 1/(n1*n2)
+    lcm = n1 // math.gcd(n1, n2) * n2  # shared breakpoints are the multiples of lcm(n1, n2): counted once
+    U = np.empty(n1 + n2 - math.gcd(n1, n2), np.int64)
+    U[i + (a - 1) // n1 - (a - 1) // lcm - 1] = a
+    U[j + (b - 1) // n2 - (b - 1) // lcm - 1] = b
+    # piece k runs from U[k-1] to U[k]: reference value ceil(U[k]/n2) - 1 against current value ceil(U[k]/n1) - 1
+    span_ref = np.bincount((U + n2 - 1) // n2 - 1, minlength=n1)
+    span_cur = np.bincount((U + n1 - 1) // n1 - 1, minlength=n2)
+    return span_ref, span_cur, np.diff(U, prepend=0) / (float(n1) * n2)
+
+def wasserstein_sorted(
+    reference: np.ndarray,  # Sorted reference values
+    current: np.ndarray,  # Sorted current values
+    grid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,  # `quantile_grid(n1, n2)` (sizes differ); None = computed
+) -> float:
+    "Wasserstein-1 distance of two samples from their quantile functions."
+    if len(reference) == len(current):
+        return float(np.mean(np.abs(reference - current)))
+    span_ref, span_cur, du = grid if grid is not None else quantile_grid(len(reference), len(current))
+    return float(np.dot(du, np.abs(np.repeat(reference, span_ref) - np.repeat(current, span_cur))))  # repeat beats a gather
+
+# %% ../nbs/20_drift.ipynb #b0e0f6e4
 CALIBRATION_ATOMS = 1024  # Equal-mass quantile atoms summarising a numeric reference with many distinct values
 CALIBRATION_MAX_UNIQUE = 4096  # Up to this many distinct values, the atoms are the values themselves
 GAUSSIAN_MIN_EXPECTED = 10.0  # Gaussian limit when every atom expects at least this many values in the smaller sample
@@ -202,7 +316,7 @@ def calibration_null(
         return np.abs(diff).sum(axis=1) / 2
     return np.abs(np.cumsum(diff, axis=1)[:, :-1]) @ (np.diff(atoms) / scale)
 
-# %% ../nbs/20_drift.ipynb #8ae9c948
+# %% ../nbs/20_drift.ipynb #fd6db8e6
 def chi2_test(
     reference_counts: np.ndarray,  # Reference counts per category
     current_counts: np.ndarray,  # Current counts per category, same order
@@ -217,7 +331,7 @@ def chi2_test(
     dof = table.shape[1] - 1
     return stat, float(_stats.chi2.sf(stat, dof)), dof, float(expected.min())
 
-# %% ../nbs/20_drift.ipynb #5acfaf45
+# %% ../nbs/20_drift.ipynb #11703d75
 def adjust_pvalues(
     pvalues: np.ndarray,  # One p-value per test; NaN for "no test"
     method: str = 'bh',  # 'bh' (Benjamini–Hochberg), 'bonferroni' or 'none'
@@ -242,7 +356,7 @@ def adjust_pvalues(
     out[ok] = adjusted
     return out
 
-# %% ../nbs/20_drift.ipynb #1bac805c
+# %% ../nbs/20_drift.ipynb #8cff12ca
 RESULT_SCHEMA = {
     'column': pl.String, 'kind': pl.String, 'n_reference': pl.Int64, 'n_current': pl.Int64,
     'missing_reference': pl.Int64, 'missing_current': pl.Int64, 'test': pl.String, 'method': pl.String,
@@ -290,7 +404,7 @@ class DriftResult:
                                     'threshold', 'rule', 'drift', 'unseen_count', 'why')
         return head + html_table(shown.sort('drift', descending=True))
 
-# %% ../nbs/20_drift.ipynb #11703d75
+# %% ../nbs/20_drift.ipynb #9e01a7c5
 _POLICIES = ('auto', 'pvalue', 'effect', 'both')
 _CORRECTIONS = ('bh', 'bonferroni', 'none')
 _NULL_CACHE_SIZE = 256  # (column, n, m) calibrations kept per detector
@@ -301,15 +415,15 @@ def _is_numeric(dtype: pl.DataType) -> bool:
 def _is_categorical(dtype: pl.DataType) -> bool:
     return dtype == pl.Boolean or dtype == pl.String or isinstance(dtype, (pl.Enum, pl.Categorical))
 
-def _finite_sorted(s: pl.Series) -> tuple[np.ndarray, int]:
+def _finite_sorted(s: pl.Series, parallel: bool = True) -> tuple[np.ndarray, int]:
     "Sorted finite values as float64 (nulls, NaN and infinities set aside) and how many were set aside."
     x = s.cast(pl.Float64)
     if x.null_count():
         x = x.drop_nulls()
     arr = x.to_numpy()
     finite = np.isfinite(arr)
-    if finite.all():
-        return x.sort().to_numpy(), s.len() - len(arr)  # polars sorts faster than numpy
+    if finite.all():  # polars sorts faster than numpy; on one thread when the columns already run on several
+        return x.sort(multithreaded=parallel).to_numpy(), s.len() - len(arr)
     arr = np.sort(arr[finite])
     return arr, s.len() - len(arr)
 
@@ -377,15 +491,19 @@ class DriftDetector:
         _check_real(self.min_tv, 'min_tv', 0, 1, closed=True)
         array_namespace(self.backend)
 
+    def _workers(self) -> int:
+        "Threads the columns run on."
+        return self.n_threads or min(4, os.cpu_count() or 1)
+
     def _map(self, fn, items: list) -> list:
         "fn over items on the detector's threads, results in order."
-        workers = self.n_threads or min(4, os.cpu_count() or 1)
+        workers = self._workers()
         if workers == 1 or len(items) < 2:
             return [fn(i) for i in items]
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(fn, items))
 
-# %% ../nbs/20_drift.ipynb #4976c63e
+# %% ../nbs/20_drift.ipynb #509e24b0
 def _select_columns(frame: pl.DataFrame, columns: Any) -> dict[str, str]:
     if columns is None:
         picked = {c: ('numeric' if _is_numeric(t) else 'categorical') for c, t in frame.schema.items()
@@ -415,7 +533,7 @@ def _sorted_quantiles(x: np.ndarray, qs: np.ndarray) -> np.ndarray:
 def _fit_column(self, item: tuple[int, str, str, pl.Series]) -> dict[str, Any]:
     index, name, kind, s = item
     if kind == 'numeric':
-        x, missing = _finite_sorted(s)
+        x, missing = _finite_sorted(s, parallel=self._workers() == 1)
         if len(x) < 2:
             raise DataError(f'column `{name}` has {len(x)} finite values in reference; at least 2 are needed')
         std = float(x.std())
@@ -423,8 +541,11 @@ def _fit_column(self, item: tuple[int, str, str, pl.Series]) -> dict[str, Any]:
         counts = np.diff(np.concatenate([[0], np.searchsorted(x, edges, side='right'), [len(x)]]))
         atoms, probs = reference_atoms(x)
         values = x if self.xp_ is np else self.xp_.asarray(x)
-        return {'kind': kind, 'index': index, 'dtype': s.dtype, 'values': values, 'n': len(x), 'missing': missing,
-                'std': std, 'edges': edges, 'bin_props': counts / len(x), 'atoms': atoms, 'probs': probs}
+        out = {'kind': kind, 'index': index, 'dtype': s.dtype, 'values': values, 'n': len(x), 'missing': missing,
+               'std': std, 'edges': edges, 'bin_props': counts / len(x), 'atoms': atoms, 'probs': probs}
+        if self.xp_ is np:
+            out['ks_index'] = ks_index(x)
+        return out
     counts, missing = _category_counts(s)
     total = sum(counts.values())
     if total < 2:
@@ -441,7 +562,7 @@ def _fit(self, reference: pl.DataFrame, columns: list[str] | None = None) -> Dri
     self.xp_ = array_namespace(self.backend)
     items = [(i, name, kind, reference[name]) for i, (name, kind) in enumerate(picked.items())]
     self.columns_ = dict(zip(picked, self._map(lambda it: _fit_column(self, it), items)))
-    self.null_effects_, self.calibration_size_, self._null_cache = {}, {}, {}
+    self.null_effects_, self.calibration_size_, self._null_cache, self._grids = {}, {}, {}, {}
     self.n_reference_ = reference.height
     return self
 
@@ -465,15 +586,47 @@ def _null_effects(
 DriftDetector.fit = _fit
 DriftDetector.null_effects = _null_effects
 
-# %% ../nbs/20_drift.ipynb #f33b245e
+# %% ../nbs/20_drift.ipynb #059dca58
+_GRID_LOCK = threading.Lock()
+_GRID_CACHE_SIZE = 2  # (n1, n2) quantile grids kept per detector
+
+def _quantile_grid_cached(self, n1: int, n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "The detector's quantile grid for sizes (n1, n2), computed once for all columns and batches of those sizes."
+    with _GRID_LOCK:
+        grids = self.__dict__.setdefault('_grids', {})
+        if (n1, n2) not in grids:
+            while len(grids) >= _GRID_CACHE_SIZE:
+                grids.pop(next(iter(grids)))
+            grids[(n1, n2)] = quantile_grid(n1, n2)
+        return grids[(n1, n2)]
+
+def _ks_wasserstein_fitted(self, st: dict, y: np.ndarray) -> tuple[float, float, str, float]:
+    "`ks_wasserstein` on numpy from the fitted index (KS) and quantile functions (Wasserstein): the same numbers without the merge."
+    r = st['values']
+    n1, n2 = len(r), len(y)
+    mode = self.ks_method if self.ks_method != 'auto' else ('exact' if max(n1, n2) <= KS_MAX_EXACT_N else 'asymp')
+    if mode == 'exact':  # small samples: scipy's exact p-value; the merge is cheap there
+        return ks_wasserstein(r, y, method='exact')
+    if 'ks_index' not in st:  # a detector fitted before the index existed
+        st['ks_index'] = ks_index(r)
+    d = ks_statistic_indexed(r, y, st['ks_index'])
+    if d is None:  # too many candidate bins: the full merge
+        return ks_wasserstein(r, y, method='asymp')
+    w = wasserstein_sorted(r, y, None if n1 == n2 else _quantile_grid_cached(self, n1, n2))
+    m, n = sorted([float(n1), float(n2)], reverse=True)
+    return d, ks_pvalue(d, float(np.round(m * n / (m + n)))), 'asymp', w
+
 def _score_numeric(self, name: str, st: dict, s: pl.Series) -> dict[str, Any]:
-    y, missing = _finite_sorted(s)
+    y, missing = _finite_sorted(s, parallel=self._workers() == 1)
     row = {'column': name, 'kind': 'numeric', 'n_reference': st['n'], 'n_current': len(y),
            'missing_reference': st['missing'], 'missing_current': missing, 'test': 'ks', 'effect': 'wasserstein_norm'}
     if len(y) == 0:
         return row
     xp = self.xp_
-    d, p, how, w = ks_wasserstein(st['values'], y if xp is np else xp.asarray(y), method=self.ks_method, xp=xp)
+    if xp is np:
+        d, p, how, w = _ks_wasserstein_fitted(self, st, y)
+    else:
+        d, p, how, w = ks_wasserstein(st['values'], xp.asarray(y), method=self.ks_method, xp=xp)
     counts = np.diff(np.concatenate([[0], np.searchsorted(y, st['edges'], side='right'), [len(y)]]))
     if getattr(self, '_keep_sorted', False):
         self.sorted_current_[name] = y  # for a report's summary of the same batch (score(..., keep_sorted=True))
@@ -594,7 +747,7 @@ def _decide(
 DriftDetector.score = _score
 DriftDetector.decide = _decide
 
-# %% ../nbs/20_drift.ipynb #a201389e
+# %% ../nbs/20_drift.ipynb #6d2f3b64
 CATEGORY_PROBS = (0.4, 0.3, 0.2, 0.1)  # Categories of the categorical power simulation
 NUMERIC_SHIFTS = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.105, 0.11, 0.12, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
 CATEGORY_SHIFTS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.055, 0.06, 0.07, 0.1, 0.15, 0.2, 0.3)
@@ -681,7 +834,7 @@ def power_table(
         rows.append(row)
     return pl.DataFrame(rows)
 
-# %% ../nbs/20_drift.ipynb #ee41bdec
+# %% ../nbs/20_drift.ipynb #63c8d0fe
 def drift_benchmark(
     n_rows: int,  # Rows in each of reference and current
     *,

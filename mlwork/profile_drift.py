@@ -16,7 +16,7 @@ from scipy import stats as _stats
 
 from .core import DataError, InvalidParameter, param_error
 from .profile import Profile  # first: it imports whylogs behind its numpy 2 shim
-from .drift import (RESULT_SCHEMA, DriftDetector, DriftResult, adjust_pvalues, calibration_null, chi2_test,
+from .drift import (RESULT_SCHEMA, DriftDetector, DriftResult, adjust_pvalues, calibration_null, chi2_test, ks_pvalue,
                           hellinger, js_distance, ks_wasserstein, psi, reference_atoms, total_variation)
 from whylogs.core.view import DatasetProfileView
 from whylogs_sketching import frequent_items_error_type as _FIErrorType
@@ -275,7 +275,7 @@ def _numeric_row(name: str, ref: NumericSketch, cur: NumericSketch, n_bins: int)
     else:
         sd = sketch_distance(ref, cur)
         n_eff = round(ref.n * cur.n / (ref.n + cur.n))
-        sf = lambda d: float(np.clip(_stats.kstwo.sf(d, n_eff), 0, 1))
+        sf = lambda d: ks_pvalue(d, n_eff)
         row.update(method=f'asymp at n_eff={n_eff:,} from KLL sketches: p at the lower bound of D (approximate, conservative)',
                    statistic=sd.ks, statistic_low=sd.ks_low, statistic_high=sd.ks_high, p_value=sf(sd.ks_low),
                    _p_risk=sf(sd.ks_high), effect_value=sd.wasserstein / scale, effect_low=sd.wasserstein_low / scale,
