@@ -51,6 +51,13 @@ def test_demo_end_to_end(cli, tmp_path):
     # drift: the injected income drift of the credit batch is flagged by the detector
     assert 'income' in man['summary']['drift']['credit_drifted']
     assert set(man['summary']['drift']['acs_windows']) == {'2016', '2017', '2018'}
+    # the joint distribution of 2018 against 2015: both multivariate tests ran; the classifier names what separates them
+    multi = {r['test']: r for r in man['summary']['drift']['multivariate']}
+    assert set(multi) == {'domain_classifier', 'mmd'} and 0 <= multi['mmd']['p-value'] <= 1
+    assert 0.5 < multi['domain_classifier']['statistic'] < 1 and len(multi['domain_classifier']['top_features']) == 3
+    # the credit batch from profiles alone: close to the exact KS, same decisions, income flagged
+    prof = man['summary']['drift']['from_profiles']
+    assert prof['decisions_agree'] and prof['max_ks_difference'] < 0.0055 and 'income' in prof['drifted']
 
     doc = report.read_text()
     assert doc.startswith('<!DOCTYPE html>') and doc.count('<svg') >= 2
