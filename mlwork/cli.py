@@ -441,6 +441,15 @@ def _cmd_models_verify(args: argparse.Namespace) -> tuple[Any, str]:
         raise CommandFailed({'name': args.name, 'version': args.version, 'ok': False, 'error': str(e)}, f"FAILED: {e}") from None
     return v.to_dict(), f"{v.name} version {v.version}: {len(v.files)} artifacts and the manifest verify (key {v.key_id})"
 
+def _cmd_models_repair(args: argparse.Namespace) -> tuple[Any, str]:
+    r = _registry(args).repair(args.name, older_than=args.older_than, reason=args.reason, dry_run=args.dry_run)
+    verb = 'would remove' if r.dry_run else 'removed'
+    lines = [f"{verb} {len(r.removed)}, left {len(r.skipped)}"]
+    lines += [f"  {verb}: {x['model']} " + (f"version {x['version']}" if x['version'] is not None else 'run without a version')
+              + f" (run {x['run_id'][:12]}, {x['age_s']:.0f} s old)" for x in r.removed]
+    lines += [f"  left: {x['model']} version {x['version']}: {x['why']}" for x in r.skipped]
+    return r.to_dict(), '\n'.join(lines)
+
 def _cmd_models_card(args: argparse.Namespace) -> tuple[Any, str]:
     from mlwork.card import ModelCard, model_card
     reg = _registry(args)
@@ -617,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--encrypt', action='store_true', help='with --register: encrypt the artifacts at rest (AES-256-GCM, workspace data key)')
     c.set_defaults(func=_cmd_train)
 
-    c = sub.add_parser('models', formatter_class=fmt, help='the model registry: list, show, compare, promote, rollback, verify, card',
+    c = sub.add_parser('models', formatter_class=fmt, help='the model registry: list, show, compare, promote, rollback, verify, repair, card',
                        description='The workspace model registry (MLflow; sqlite under the workspace by default). Every artifact '
                                    'is signed; every load verifies; every change is written to the audit log.')
     msub = c.add_subparsers(dest='models_command', metavar='ACTION', title='actions')
@@ -643,6 +652,16 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog='exit codes: 0 verified, 1 an artifact or signature was changed, 2 usage')
     x.add_argument('name', metavar='NAME'); x.add_argument('version', metavar='VERSION|ALIAS', nargs='?', help='default: champion')
     x.set_defaults(func=_cmd_models_verify)
+    x = msub.add_parser('repair', parents=[common, home], help='remove what killed registrations left (pending versions, their runs)',
+                        description='Remove versions still pending after --older-than seconds (a registration killed mid-way), '
+                                    'their runs, and registration runs left RUNNING without a version. Versions holding an alias '
+                                    'are left alone. One audit entry lists what was removed.')
+    x.add_argument('name', metavar='NAME', nargs='?', help='default: every model')
+    x.add_argument('--older-than', type=float, default=600.0, metavar='SECONDS',
+                   help='only what is older than this (default 600: a younger one may still be registering)')
+    x.add_argument('--dry-run', action='store_true', help='only list what would be removed')
+    x.add_argument('--reason', required=True, help='why (recorded in the audit log)')
+    x.set_defaults(func=_cmd_models_repair)
     x = msub.add_parser('card', parents=[common, home], help='write the model card (HTML, Markdown, JSON)')
     x.add_argument('name', metavar='NAME'); x.add_argument('version', metavar='VERSION|ALIAS', nargs='?', help='default: champion')
     x.add_argument('--out', required=True, metavar='DIR', help='folder for card.html, card.md and card.json')

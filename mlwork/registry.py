@@ -36,7 +36,7 @@ __all__ = ['ALIASES', 'EXPERIMENT', 'ARTIFACT_PATH', 'MODEL_FILE', 'LINEAGE_FILE
            'HISTORY_KEEP', 'MLFLOW_ENV_DEFAULTS', 'check_model_name', 'ModelVersion', 'Listing', 'Comparison',
            'Verification', 'write_artifacts', 'verify_artifacts', 'encrypt_artifacts', 'decrypt_artifacts',
            'default_tracking_uri', 'Registry', 'show', 'register', 'verify', 'load', 'lineage', 'card', 'promote',
-           'rollback', 'history', 'delete', 'compare']
+           'rollback', 'history', 'delete', 'Repair', 'repair', 'compare']
 
 # %% ../nbs/31_registry.ipynb #f62577d7
 ALIASES = ('champion', 'challenger')
@@ -734,9 +734,10 @@ def promote(
                 also.append('challenger alias removed')
             hist = (hist + [v])[-HISTORY_KEEP:]
             self._call('recording the alias history', c.set_registered_model_tag, name, TAG_HISTORY + alias, json.dumps(hist))
-    self.audit.append('model.promote', who=user, why=reason,
-                      what={'model': name, 'version': v, 'alias': alias, 'previous': None if previous is None else int(previous),
-                            'changed': previous is None or int(previous) != v, 'also': also})
+        with _undo_on_failure(self, name, rm, 'promote'):  # no alias change without its audit entry
+            self.audit.append('model.promote', who=user, why=reason,
+                              what={'model': name, 'version': v, 'alias': alias, 'previous': None if previous is None else int(previous),
+                                    'changed': previous is None or int(previous) != v, 'also': also})
     return self.show(name, v)
 
 def rollback(
@@ -764,8 +765,9 @@ def rollback(
         self.verify(name, target)
         self._call(f'setting {name}@{alias}', c.set_registered_model_alias, name, alias, str(target))
         self._call('recording the alias history', c.set_registered_model_tag, name, TAG_HISTORY + alias, json.dumps(hist[:-1]))
-    self.audit.append('model.rollback', who=user, why=reason,
-                      what={'model': name, 'alias': alias, 'from_version': current, 'to_version': target})
+        with _undo_on_failure(self, name, rm, 'rollback'):  # no alias change without its audit entry
+            self.audit.append('model.rollback', who=user, why=reason,
+                              what={'model': name, 'alias': alias, 'from_version': current, 'to_version': target})
     return self.show(name, target)
 
 def history(self, name: str, alias: str = 'champion') -> list[int]:
@@ -792,7 +794,13 @@ def delete(
             msg = (f"Cannot delete {name} version {gone.version}: it is the {' and '.join(holds)}. "
                    f"Promote another version or roll back first.")
             raise ConflictError(msg)
-        self._call(f'deleting {name} version {gone.version}', c.delete_model_version, name, str(gone.version))
+        what = {'model': name, 'version': gone.version, 'run_id': gone.run_id, 'manifest_sha256': gone.manifest_sha256}
+        self.audit.append('model.delete', who=user, why=reason, what=what)  # first: a deletion cannot be undone
+        try:
+            self._call(f'deleting {name} version {gone.version}', c.delete_model_version, name, str(gone.version))
+        except Exception as e:
+            self.audit.append('model.delete_failed', who=user, why=f'the deletion recorded just before failed: {e}'[:500], what=what)
+            raise
         for a in ALIASES:
             hist = _history(rm, a)
             if gone.version in hist:
@@ -802,15 +810,125 @@ def delete(
             self._call('marking the run deleted', c.delete_run, gone.run_id)
         except Exception:
             pass  # the run may already be gone; the version is what matters
-    self.audit.append('model.delete', who=user, why=reason,
-                      what={'model': name, 'version': gone.version, 'run_id': gone.run_id, 'manifest_sha256': gone.manifest_sha256})
     gone.status, gone.aliases = 'deleted', []
     return gone
+
+@contextmanager
+def _undo_on_failure(self, name: str, before, what: str) -> Iterator[None]:
+    "If the block fails (the audit append), put the aliases and alias histories of `name` back as `before` had them, then re-raise."
+    try:
+        yield
+    except BaseException as e:
+        c, log = self._client, get_logger('registry')
+        now = self._registered(name)
+        steps = []
+        for a in ALIASES:
+            old_v, new_v = before.aliases.get(a), now.aliases.get(a)
+            if old_v != new_v:
+                steps.append((f'restoring {name}@{a}', (lambda a=a, v=old_v: c.set_registered_model_alias(name, a, str(v)))
+                              if old_v is not None else (lambda a=a: c.delete_registered_model_alias(name, a))))
+            tag = TAG_HISTORY + a
+            if (before.tags or {}).get(tag) != (now.tags or {}).get(tag):
+                steps.append((f'restoring the {a} history', (lambda tag=tag: c.set_registered_model_tag(name, tag, before.tags[tag]))
+                              if tag in (before.tags or {}) else (lambda tag=tag: c.delete_registered_model_tag(name, tag))))
+        for desc, step in steps:
+            try:
+                self._call(desc, step)
+            except Exception as undo:  # say exactly what is left inconsistent
+                log.error('could not undo an alias change whose audit entry failed',
+                          extra={'fields': {'model': name, 'step': desc, 'error': str(undo)[:200]}})
+        if isinstance(e, Exception):
+            raise ConflictError(f"{what} of {name} undone: its audit entry could not be written ({type(e).__name__}: {e}); "
+                                "the aliases are as they were") from e
+        raise
 
 for _f in (promote, rollback, history, delete):
     setattr(Registry, _f.__name__, _f)
 
-# %% ../nbs/31_registry.ipynb #b8c99560
+# %% ../nbs/31_registry.ipynb #687be46a
+@dataclass
+class Repair:
+    "What `Registry.repair` removed (or, in a dry run, would remove) and what it left, with why."
+    removed: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    dry_run: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {'removed': self.removed, 'skipped': self.skipped, 'dry_run': self.dry_run}
+
+    def __repr__(self) -> str:
+        return f"Repair({'would remove' if self.dry_run else 'removed'} {len(self.removed)}, skipped {len(self.skipped)})"
+
+    def _repr_html_(self) -> str:
+        rows = [{**r, 'action': 'would remove' if self.dry_run else 'removed'} for r in self.removed]
+        rows += [{**r, 'action': 'left'} for r in self.skipped]
+        return f"<p><b>{self!r}</b></p>" + (html_table(pl.DataFrame(rows)) if rows else '')
+
+def repair(
+    self,
+    name: str | None = None,  # Only this registered model; None = every model
+    *,
+    older_than: float = 600.0,  # Seconds: younger pending versions may still be registering
+    reason: str,  # Why (audit log; required)
+    user: str | None = None,  # Who (default: the login name)
+    dry_run: bool = False,  # Only report what would be removed
+) -> Repair:
+    "Remove what killed registrations left: old `pending` versions without an alias and their runs, and orphan RUNNING runs."
+    if not isinstance(reason, str) or not reason.strip():
+        raise param_error('reason', 'a non-empty explanation (it goes to the audit log)', reason, owner='Registry.repair')
+    if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or not math.isfinite(older_than) or older_than < 0:
+        raise param_error('older_than', 'a number of seconds >= 0', older_than, owner='Registry.repair')
+    if name is not None:
+        check_model_name(name, 'Registry.repair')
+        self._registered(name)  # NotFound, listing what exists
+    c, now_ms = self._client, time.time() * 1000
+    cutoff = now_ms - older_than * 1000
+    removed, skipped, pending_runs = [], [], set()
+    for model in ([name] if name else self._names()):
+        with self._alias_lock(model):
+            rm = self._registered(model)
+            held = {int(v): a for a, v in rm.aliases.items()}
+            for mv in self._versions(model):
+                if (mv.tags or {}).get(TAG_STATUS) != 'pending':
+                    continue
+                pending_runs.add(mv.run_id)
+                row = {'model': model, 'version': int(mv.version), 'run_id': mv.run_id,
+                       'age_s': round((now_ms - mv.creation_timestamp) / 1000, 1)}
+                if int(mv.version) in held:
+                    skipped.append({**row, 'why': f"holds the alias {held[int(mv.version)]!r}: promote or roll back first"})
+                elif mv.creation_timestamp > cutoff:
+                    skipped.append({**row, 'why': f'younger than {older_than:g} s: it may still be registering'})
+                else:
+                    removed.append(row)
+                    if not dry_run:
+                        self._call(f'deleting {model} version {mv.version}', c.delete_model_version, model, str(mv.version))
+                        _end_run(self, mv.run_id)
+    # runs killed before a version was reserved have no version to find them by
+    for r in self._call('listing registration runs', c.search_runs, [self._experiment()],
+                        filter_string="attributes.status = 'RUNNING'"):
+        model = (r.data.tags or {}).get('mlwork.model')
+        if r.info.run_id in pending_runs or model is None or (name is not None and model != name):
+            continue
+        row = {'model': model, 'version': None, 'run_id': r.info.run_id, 'age_s': round((now_ms - r.info.start_time) / 1000, 1)}
+        if r.info.start_time > cutoff:
+            skipped.append({**row, 'why': f'younger than {older_than:g} s: it may still be registering'})
+        else:
+            removed.append(row)
+            if not dry_run:
+                _end_run(self, r.info.run_id)
+    if removed and not dry_run:
+        self.audit.append('model.repair', who=user, why=reason, what={'removed': removed, 'older_than_s': older_than})
+    return Repair(removed, skipped, bool(dry_run))
+
+def _end_run(self, run_id: str) -> None:
+    "Mark a run FAILED and delete it."
+    self._call('marking the run failed', self._client.set_terminated, run_id, 'FAILED')
+    self._call('deleting the run', self._client.delete_run, run_id)
+
+for _f in (repair, _end_run):
+    setattr(Registry, _f.__name__, _f)
+
+# %% ../nbs/31_registry.ipynb #69e9632a
 def _flatten(d: Any, prefix: str = '') -> dict[str, str]:
     if isinstance(d, dict):
         out = {}

@@ -210,3 +210,7 @@ def test_train_register_promote_rollback_verify_card(cli, tmp_path):
     assert list((tmp_path / 'ws' / 'models' / 'artifacts').glob(f'{run_id}/artifacts/*/model.json.enc'))
     assert not list((tmp_path / 'ws' / 'models' / 'artifacts').glob(f'{run_id}/artifacts/*/model.json'))
     assert cli('models', 'verify', 'credit_enc', '1', *home).code == 0
+    rep = cli('models', 'repair', '--older-than', '0', '--reason', 'check after an outage', '--json', *home)
+    assert rep.code == 0 and rep.json() == {'removed': [], 'skipped': [], 'dry_run': False}, rep.err
+    assert cli('models', 'repair', *home).code == 2                                   # --reason is required
+    assert_one_line_error(cli('models', 'repair', 'nope', '--reason', 'x', *home), 2, 'nope')

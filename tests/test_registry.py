@@ -388,3 +388,124 @@ def test_encryption_at_rest(tmp_path, empty_db, models, data, monkeypatch):
         reg.load('credit', v.version)
     with pytest.raises(InvalidParameter, match='encrypt'):
         Registry(ws, encrypt='yes')
+
+
+def _failing_audit(monkeypatch):
+    from mlwork.audit import AuditLog
+    def full(self, *a, **k):
+        raise OSError('No space left on device')
+    monkeypatch.setattr(AuditLog, 'append', full)
+
+
+def test_alias_changes_are_undone_when_their_audit_entry_cannot_be_written(reg, models, monkeypatch):
+    for m in models:
+        reg.register(m, 'credit')
+    reg.promote('credit', 1)
+    reg.promote('credit', 2, alias='challenger')
+    reg.promote('credit', 3)
+    before = (reg.show('credit', 'champion').version, reg.show('credit', 'challenger').version,
+              reg.history('credit'), reg.history('credit', 'challenger'), len(reg.audit))
+    _failing_audit(monkeypatch)
+    # promoting the challenger to champion also removes its challenger alias: both are put back
+    with pytest.raises(ConflictError, match=r'promote of credit undone: its audit entry could not be written \(OSError: No space'):
+        reg.promote('credit', 'challenger')
+    with pytest.raises(ConflictError, match='rollback of credit undone'):
+        reg.rollback('credit')
+    monkeypatch.undo()
+    after = (reg.show('credit', 'champion').version, reg.show('credit', 'challenger').version,
+             reg.history('credit'), reg.history('credit', 'challenger'), len(reg.audit))
+    assert after == before == (3, 2, [1, 3], [2], 6)
+    assert reg.audit.verify().ok
+    reg.rollback('credit')  # and the registry still works: the rollback goes where it would have gone
+    assert reg.show('credit', 'champion').version == 1 and reg.audit.entries()['action'].to_list()[-1] == 'model.rollback'
+
+
+def test_a_deletion_is_audited_before_it_happens_and_a_failure_after_it(reg, models, monkeypatch):
+    reg.register(models[0], 'credit'); reg.register(models[1], 'credit')
+    client = reg._client
+    def broken(*a, **k):
+        raise OSError('database is read-only')
+    monkeypatch.setattr(client, 'delete_model_version', broken)
+    with pytest.raises(Exception, match='read-only'):
+        reg.delete('credit', 1, reason='superseded')
+    monkeypatch.undo()
+    e = reg.audit.entries()
+    assert e['action'].to_list()[-2:] == ['model.delete', 'model.delete_failed']
+    assert 'failed' in e['why'].to_list()[-1] and [v.version for v in reg.list().models['credit']] == [2, 1]
+    assert reg.load('credit', 1).model_text() == models[0].model_text()  # nothing lost
+
+
+_KILLED = textwrap.dedent('''
+    import sys, time
+    from mlwork.registry import Registry
+    from mlwork.train import TrainedModel
+    def hang(self, run_id, folder):
+        print('uploading', flush=True)
+        time.sleep(120)
+    Registry._log_artifacts = hang
+    Registry(sys.argv[1]).register(TrainedModel.load(sys.argv[2]), 'credit')
+''')
+
+
+_KILLED_EARLY = textwrap.dedent('''
+    import sys, time
+    from mlflow.tracking import MlflowClient
+    from mlwork.registry import Registry
+    from mlwork.train import TrainedModel
+    def hang(self, *a, **k):
+        print('uploading', flush=True)
+        time.sleep(120)
+    MlflowClient.create_model_version = hang
+    Registry(sys.argv[1]).register(TrainedModel.load(sys.argv[2]), 'credit')
+''')
+
+
+def test_repair_removes_the_run_of_a_registration_killed_before_its_version(tmp_path, empty_db, models):
+    import signal
+    ws = _workspace(tmp_path / 'ws', empty_db)
+    reg = Registry(ws)
+    reg.register(models[0], 'credit')
+    p = subprocess.Popen([sys.executable, '-c', _KILLED_EARLY, str(ws.root), str(models[1].save(tmp_path / 'm.json'))],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == 'uploading', p.stderr.read()
+    p.send_signal(signal.SIGKILL); p.wait(timeout=30)
+    assert [v.version for v in reg.list().models['credit']] == [1]      # no version was reserved
+    orphan = reg._client.search_runs([reg._experiment()], filter_string="attributes.status = 'RUNNING'")
+    done = reg.repair('credit', older_than=0, reason='after a crash')
+    assert [(r['version'], r['run_id']) for r in done.removed] == [(None, orphan[0].info.run_id)]
+    assert reg._client.get_run(orphan[0].info.run_id).info.status == 'FAILED'
+    assert reg.verify('credit', 1).ok
+
+
+def test_repair_removes_what_a_killed_registration_left(tmp_path, empty_db, models):
+    import signal
+    ws = _workspace(tmp_path / 'ws', empty_db)
+    reg = Registry(ws)
+    reg.register(models[0], 'credit'); reg.promote('credit', 1)
+    p = subprocess.Popen([sys.executable, '-c', _KILLED, str(ws.root), str(models[1].save(tmp_path / 'm.json'))],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == 'uploading', p.stderr.read()
+    p.send_signal(signal.SIGKILL); p.wait(timeout=30)                   # killed mid-registration: no cleanup ran
+    assert {v.version: v.status for v in reg.list().models['credit']} == {2: 'pending', 1: 'ready'}
+    running = reg._client.search_runs([reg._experiment()], filter_string="attributes.status = 'RUNNING'")
+    assert len(running) == 1
+    with pytest.raises(InvalidParameter, match="'reason' parameter of Registry.repair"):
+        reg.repair(reason=' ')
+    with pytest.raises(InvalidParameter, match="'older_than' parameter of Registry.repair"):
+        reg.repair(reason='x', older_than=-1)
+    with pytest.raises(NotFound):
+        reg.repair('nope', reason='x')
+    young = reg.repair(reason='after a crash')                           # 10 minutes by default: may still be registering
+    assert young.removed == [] and [s['version'] for s in young.skipped] == [2] and 'still be registering' in young.skipped[0]['why']
+    dry = reg.repair(older_than=0, reason='after a crash', dry_run=True)
+    assert [r['version'] for r in dry.removed] == [2] and reg.show('credit', 2).status == 'pending'
+    audited = len(reg.audit)
+    done = reg.repair(older_than=0, reason='after a crash', user='ops')
+    assert [(r['model'], r['version'], r['run_id']) for r in done.removed] == [('credit', 2, running[0].info.run_id)]
+    assert [v.version for v in reg.list().models['credit']] == [1]
+    assert reg._client.search_runs([reg._experiment()], filter_string="attributes.status = 'RUNNING'") == []
+    e = reg.audit.entries()
+    assert len(e) == audited + 1 and e['action'][-1] == 'model.repair' and e['who'][-1] == 'ops' and reg.audit.verify().ok
+    assert reg.repair(older_than=0, reason='again').removed == []          # idempotent
+    assert reg.register(models[1], 'credit').version == 3                   # the registry works on; champion untouched
+    assert reg.load('credit', 'champion').model_text() == models[0].model_text()
