@@ -102,6 +102,12 @@ def smirnov_sf(
     x: float,  # Statistic, 0 < x < 1
 ) -> float:
     "P(D⁺ₙ ≥ x) of the one-sided one-sample KS statistic, as `scipy.special.smirnov(n, x)` defines it, by the Birnbaum–Tingey sum."
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise param_error('n', 'an int >= 1', n, owner='smirnov_sf')
+    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not 0.0 <= x <= 1.0:
+        raise param_error('x', 'a float in [0, 1]', x, owner='smirnov_sf')
+    if x == 0.0 or x == 1.0:
+        return 1.0 if x == 0.0 else 0.0
     top = int(math.floor(n * (1.0 - x)))
     if n * (1.0 - x) == top:
         top -= 1  # the term with 1 - x - j/n = 0 is zero
@@ -234,6 +240,9 @@ def quantile_grid(
     n2: int,  # Current size
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "The merged pieces of two empirical quantile functions: how many pieces each reference and each current value spans, and each piece's width."
+    for name, v in (('n1', n1), ('n2', n2)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise param_error(name, 'an int >= 1', v, owner='quantile_grid')
     i, j = np.arange(1, n1 + 1, dtype=np.int64), np.arange(1, n2 + 1, dtype=np.int64)
     a, b = i * n2, j * n1  # breakpoints i/n1 and j/n2, in units of 1/(n1*n2)
     lcm = n1 // math.gcd(n1, n2) * n2  # shared breakpoints are the multiples of lcm(n1, n2): counted once
