@@ -252,7 +252,7 @@ def quantile_grid(
     # piece k runs from U[k-1] to U[k]: reference value ceil(U[k]/n2) - 1 against current value ceil(U[k]/n1) - 1
     span_ref = np.bincount((U + n2 - 1) // n2 - 1, minlength=n1)
     span_cur = np.bincount((U + n1 - 1) // n1 - 1, minlength=n2)
-    return span_ref, span_cur, np.diff(U, prepend=0) / (float(n1) * n2)
+    return span_ref, span_cur, np.diff(U, prepend=0) / (float(n1) * n2)  # intp counts: np.repeat takes them as they are
 
 def wasserstein_sorted(
     reference: np.ndarray,  # Sorted reference values
@@ -597,7 +597,7 @@ DriftDetector.null_effects = _null_effects
 
 # %% ../nbs/20_drift.ipynb #059dca58
 _GRID_LOCK = threading.Lock()
-_GRID_CACHE_SIZE = 2  # (n1, n2) quantile grids kept per detector
+_GRID_CACHE_SIZE = 1  # (n1, n2) quantile grids kept per detector (16 bytes per value of both samples)
 
 def _quantile_grid_cached(self, n1: int, n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "The detector's quantile grid for sizes (n1, n2), computed once for all columns and batches of those sizes."
