@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy import stats as _stats
 
 from .core import DataError, InvalidParameter, param_error
 from .profile import Profile  # first: it imports whylogs behind its numpy 2 shim
