@@ -336,7 +336,7 @@ class MMDDrift:
         self,
         *,
         n_permutations: int = 200,  # Random relabellings for the p-value
-        max_rows: int = 2000,  # At most this many rows per side (random subsample)
+        max_rows: int = 5000,  # At most this many rows per side (random subsample)
         alpha: float = 0.05,  # Drift when the permutation p-value is below this
         seed: int = 0,  # Seed of subsampling and permutations
         backend: str = 'numpy',  # Array namespace: 'numpy' or 'cupy' (GPU; imported only when asked)
