@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,8 +24,8 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 
 from .core import ConflictError, DataError, param_error
 from .report import html_table
-from .store import (DatasetStore, DatasetVersion, _HASH_PREFIX, _META, _column_bytes, _find_commit, _merge_hints,
-                          _to_version, _type_tag, _user, check_name, conform, quarantine_name, to_storage)
+from .store import (DatasetStore, DatasetVersion, _HASH_PREFIX, _META, _column_bytes, _find_commit, _log_entries,
+                          _merge_hints, _to_version, _type_tag, _user, check_name, conform, quarantine_name, to_storage)
 from .validate import _CHECKS_SCHEMA, Contract, _batch_checks, _plan_column, _text, validate
 
 # %% auto #0
@@ -237,6 +237,7 @@ def append_stream(
     message: str | None = None,  # Why: stored in the commit
     user: str | None = None,  # Who (default: the login name)
     source: str | None = None,  # The file the batch came from
+    extra: dict[str, str] | None = None,  # More `mlwork.*` commit metadata (e.g. the batch fingerprint)
 ) -> DatasetVersion | None:
     "Append the chunks in `files` to dataset `name` as ONE Delta commit with the store's `mlwork.*` metadata; None when they hold no row."
     check_name(name)
@@ -268,6 +269,7 @@ def append_stream(
             meta[f'{_META}message'] = str(message)
         if source is not None:
             meta[f'{_META}source'] = source
+        meta.update({f'{_META}{k}': str(v) for k, v in (extra or {}).items()})
         schema = pl.read_ipc(stored_files[0], n_rows=0).to_arrow().schema
         def batches() -> Iterator[pa.RecordBatch]:
             for f in stored_files:
@@ -305,6 +307,7 @@ class QuarantineRun:
     valid_version: DatasetVersion | None = None  # The version of `dataset` written (None: blocked or no valid row)
     quarantine_version: DatasetVersion | None = None  # The version of the quarantine table written (None: nothing failed)
     seconds: float = 0.0
+    reused: list[str] = field(default_factory=list)  # Versions found already stored for this same batch (a re-run), not written again
 
     @property
     def failed(self) -> pl.DataFrame:
@@ -320,7 +323,7 @@ class QuarantineRun:
                 'failed_warn': failed.filter(pl.col('severity') == 'warn').height,
                 'valid_version': str(self.valid_version.ref) if self.valid_version else None,
                 'quarantine_version': str(self.quarantine_version.ref) if self.quarantine_version else None,
-                'seconds': round(self.seconds, 3)}
+                'reused': list(self.reused), 'seconds': round(self.seconds, 3)}
 
     def to_dict(self) -> dict[str, Any]:
         "JSON-ready: the summary and every check."
@@ -399,8 +402,35 @@ def validate_into_store(
         assert nvalid + nquar == n, 'no row is lost'
         table = _checks_table(contract, first, row_counts, row_details, crosses, cross_counts, cross_firsts, agg, now)
         blocking = bool(table.filter(~pl.col('passed') & (pl.col('severity') == 'block')).height)
-        qv = append_stream(store, quarantine_name(dataset), qfiles, message=message, user=user, source=source)
-        vv = None if blocking else append_stream(store, dataset, vfiles, message=message, user=user, source=source)
+        extra = {'batch': _fingerprint(qfiles, vfiles, contract)}
+        qname = quarantine_name(dataset)
+        qv, vv = _stored_batch(store, qname, extra['batch']), _stored_batch(store, dataset, extra['batch'])
+        reused = [str(v.ref) for v in (qv, vv) if v is not None]
+        if qv is None and vv is None:  # a new batch (a batch whose valid rows were stored has no quarantine left to write)
+            qv = append_stream(store, qname, qfiles, message=message, user=user, source=source, extra=extra)
+        if vv is None and not blocking:  # also after a crash between the two commits: the valid rows are still missing
+            vv = append_stream(store, dataset, vfiles, message=message, user=user, source=source, extra=extra)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
-    return QuarantineRun(dataset, contract.name, n, nvalid, nquar, table, blocking, chunks, vv, qv, time.perf_counter() - t0)
+    return QuarantineRun(dataset, contract.name, n, nvalid, nquar, table, blocking, chunks, vv, qv, time.perf_counter() - t0, reused)
+
+def _fingerprint(qfiles: list[Path], vfiles: list[Path], contract: Contract) -> str:
+    "The batch's outcome under this contract: SHA-256 of the quarantined and the valid chunks as written (Arrow IPC)."
+    h = hashlib.sha256(f'mlwork.batch/1\0{contract.name}\0'.encode())
+    for tag, files in (('q', qfiles), ('v', vfiles)):
+        for f in files:
+            h.update(f'{tag}{f.stat().st_size}\0'.encode())
+            with open(f, 'rb') as fh:
+                for block in iter(lambda: fh.read(1 << 20), b''):
+                    h.update(block)
+    return h.hexdigest()
+
+def _stored_batch(store: DatasetStore, name: str, fingerprint: str) -> DatasetVersion | None:
+    "The version of `name` whose commit carries this batch fingerprint, if any."
+    dt = store._table(name)
+    if dt is None:
+        return None
+    for e in _log_entries(dt):
+        if e.get(f'{_META}batch') == fingerprint:
+            return _to_version(store, name, e)
+    return None

@@ -108,3 +108,35 @@ def test_memory_bounded_by_chunk(tmp_path):
     # 500k rows, every row failing two checks: `validate` on the whole batch takes ~12x its Arrow size
     extra = peak_extra_mib(500_000, 100_000, tmp_path)
     assert extra < 400, f'peak extra RSS {extra:.0f} MiB'
+
+
+def test_rerun_after_a_crash_between_the_two_commits_stores_the_batch_exactly_once(contract, tmp_path, monkeypatch):
+    import mlwork.quarantine as q
+    frame = generate('credit', n_rows=12_000, seed=3, missing=0.01).frame  # not blocking, with rows to quarantine
+    now = frame['timestamp'].max()
+    store = DatasetStore(str(tmp_path / 'store'))
+    earlier = generate('credit', n_rows=3_000, seed=3, missing=0.01).frame
+    first = validate_into_store(earlier, contract, store, 'credit', now=earlier['timestamp'].max())
+    assert not first.blocking and first.reused == [] and first.quarantined_rows > 0
+    real = q.append_stream
+    def crash(store_, name, files, **kw):
+        if name == 'credit':
+            raise OSError('killed between the two commits')
+        return real(store_, name, files, **kw)
+    monkeypatch.setattr(q, 'append_stream', crash)
+    with pytest.raises(OSError, match='between the two commits'):
+        validate_into_store(frame, contract, store, 'credit', chunk_rows=5_000, now=now)
+    monkeypatch.undo()
+    assert store.history(quarantine_name('credit')).height == 2 and store.history('credit').height == 1  # the valid rows are missing
+    resumed = validate_into_store(frame, contract, store, 'credit', chunk_rows=5_000, now=now)
+    assert resumed.reused == [f'{quarantine_name("credit")}@1'] and resumed.valid_version.version == 1
+    assert store.history(quarantine_name('credit')).height == 2        # the quarantine was not appended again
+    rep = validate(frame, contract, now=now)
+    assert not rep.blocking and rep.quarantine.height > 0
+    assert store.read('credit', version=1).height - store.read('credit', version=0).height == rep.valid.height
+    again = validate_into_store(frame, contract, store, 'credit', chunk_rows=5_000, now=now)   # a retried load: nothing new
+    assert sorted(again.reused) == sorted([f'{quarantine_name("credit")}@1', 'credit@1'])
+    assert (store.history('credit').height, store.history(quarantine_name('credit')).height) == (2, 2)
+    assert again.to_dict()['reused'] == again.reused
+    other = validate_into_store(frame.head(11_000), contract, store, 'credit', chunk_rows=5_000, now=now)  # another batch
+    assert other.reused == [] and store.history('credit').height == 3
