@@ -192,6 +192,8 @@ def _cmd_validate(args: argparse.Namespace) -> tuple[Any, str]:
             lines.append(f"  valid rows stored as {run.valid_version.ref}")
         elif run.blocking:
             lines.append(f"  blocked: valid rows NOT stored in {args.dataset}; fix the batch or the contract and validate again")
+        if run.reused:
+            lines.append(f"  already stored by an earlier run of this same batch, not written again: {', '.join(run.reused)}")
         report = (Report(f'Validation of {where}', f'contract {contract.name!r}, into dataset {args.dataset!r}')
                   .tiles({'rows': s['rows'], 'valid': s['valid_rows'], 'quarantined': s['quarantined_rows'],
                           'blocking checks failed': s['failed_block'], 'warnings': s['failed_warn']},
