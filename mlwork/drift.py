@@ -188,6 +188,8 @@ def ks_index(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "Distinct reference values at equal-mass positions, and the count of reference values ≤ each and < each."
     n = len(reference)
+    if n == 0:
+        raise DataError('ks_index needs at least one reference value (found none)')
     pos = np.unique(np.linspace(0, n - 1, min(KS_INDEX_EDGES, n)).astype(np.int64))
     edges = np.unique(reference[pos])
     return edges, np.searchsorted(reference, edges, side='right'), np.searchsorted(reference, edges, side='left')
@@ -260,6 +262,8 @@ def wasserstein_sorted(
     grid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,  # `quantile_grid(n1, n2)` (sizes differ); None = computed
 ) -> float:
     "Wasserstein-1 distance of two samples from their quantile functions."
+    if len(reference) == 0 or len(current) == 0:
+        raise DataError(f'wasserstein_sorted needs values on both sides (found {len(reference)} reference and {len(current)} current)')
     if len(reference) == len(current):
         return float(np.mean(np.abs(reference - current)))
     span_ref, span_cur, du = grid if grid is not None else quantile_grid(len(reference), len(current))
