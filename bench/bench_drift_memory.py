@@ -2,7 +2,7 @@
 
     python bench/bench_drift_memory.py [--rows 10000000] [--report]
 
-The frames (`mlwork.drift.drift_benchmark`: 20 numeric + 5 categorical columns, 5 drifted) are written to Parquet
+The frames (`mlwork.drift.univariate.drift_benchmark`: 20 numeric + 5 categorical columns, 5 drifted) are written to Parquet
 once by this process; a fresh child process reads them, then fits and scores a `DriftDetector` (and with `--report`
 builds the drift summary and HTML report) while a thread samples its RSS every 10 ms. Reported: the Arrow size of the
 two frames (strings counted as Arrow's large_string: 8-byte offsets + data), the child's RSS before loading (interpreter and imports), after loading, and at its peak, and
@@ -22,8 +22,8 @@ import json, sys, threading, time, gc
 import psutil
 proc = psutil.Process()
 import polars as pl
-from mlwork.drift import DriftDetector
-from mlwork.drift_report import drift_report, reuse_sorted
+from mlwork.drift.univariate import DriftDetector
+from mlwork.drift.report import drift_report, reuse_sorted
 gc.collect()
 before = proc.memory_info().rss
 peak = [before]; stop = [False]
@@ -57,7 +57,7 @@ def main() -> None:
     data.mkdir(parents=True, exist_ok=True)
     ref, cur = data / f'ref-{a.rows}.parquet', data / f'cur-{a.rows}.parquet'
     if not (ref.exists() and cur.exists()):
-        from mlwork.drift import drift_benchmark
+        from mlwork.drift.univariate import drift_benchmark
         r, c, _ = drift_benchmark(a.rows, seed=0)
         r.write_parquet(ref); c.write_parquet(cur)
         del r, c

@@ -2,7 +2,7 @@
 
     python bench/bench_drift_rescore.py [--rows 1000000] [--repeat 7]
 
-`mlwork.drift.drift_benchmark` frames (20 numeric + 5 categorical columns); the reference is fitted once, then
+`mlwork.drift.univariate.drift_benchmark` frames (20 numeric + 5 categorical columns); the reference is fitted once, then
 `DriftDetector.score` is timed on new batches (the current frame reshuffled before each timing, so nothing is
 cached from the previous call but the calibration of that sample size, as in production). Three batches:
 
@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-import mlwork.drift as drift
-from mlwork.drift import DriftDetector, drift_benchmark
+import mlwork.drift.univariate as drift
+from mlwork.drift.univariate import DriftDetector, drift_benchmark
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,4 +1,4 @@
-"""mlwork.profile.profile_frame against whylogs' own `why.log(pandas=df)` on the same frame: 25 columns
+"""mlwork.data.profile.profile_frame against whylogs' own `why.log(pandas=df)` on the same frame: 25 columns
 (10 float, 2 % nulls in half of them; 10 int of 10 to 100,000 distinct values; 5 categorical Enums).
 whylogs is too slow for 10 M rows: it runs at --peer-rows and the ratio compares rows per second.
 Each mlwork case also notes its peak memory, sampled from the process RSS, against the frame's Arrow size."""
@@ -68,14 +68,14 @@ def _with_memory(fn, case_holder: list, rows: int, seed: int):
 
 def cases(rows: int, peer_rows: int, seed: int) -> list[Case]:
     def ours(n: int, label: str) -> Case:
-        from mlwork.profile import profile_frame
+        from mlwork.data.profile import profile_frame
         holder: list = []
         case = Case(label, Measure(f'profile_frame ({n:,} rows)', _with_memory(profile_frame, holder, n, seed), n), peer)
         holder.append(case)
         return case
 
     def why_log():
-        import mlwork.profile  # noqa: F401  (the numpy 2 shim whylogs needs)
+        import mlwork.data.profile  # noqa: F401  (the numpy 2 shim whylogs needs)
         import whylogs as why
         pdf = _pandas(peer_rows, seed)
         return why.log(pandas=pdf)

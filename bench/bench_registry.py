@@ -22,9 +22,9 @@ def main() -> None:
     ap.add_argument('--rows', type=int, default=100_000)
     a = ap.parse_args()
     from mlwork.core import init_workspace
-    from mlwork.registry import Registry
+    from mlwork.models.registry import Registry
     from mlwork.synthetic import generate
-    from mlwork.train import train_model
+    from mlwork.models.train import train_model
     with tempfile.TemporaryDirectory() as d:
         ws = init_workspace(Path(d) / 'ws').workspace
         frame = generate('credit', n_rows=a.rows, seed=0).frame.drop('id', 'timestamp')

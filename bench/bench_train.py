@@ -34,7 +34,7 @@ def cases(rows: int, peer_rows: int, seed: int) -> list[Case]:
     from mlwork.core import init_workspace
     from mlwork.security import ensure_signing_key, sign_file
     from mlwork.synthetic import generate
-    from mlwork.train import _lgb_params, train_model
+    from mlwork.models.train import _lgb_params, train_model
 
     frame = generate('credit', n_rows=rows, seed=seed).frame
     target = 'repaid'

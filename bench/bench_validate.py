@@ -1,4 +1,4 @@
-"""mlwork.validate against pandera's polars backend with equivalent rules, on a 25-column batch
+"""mlwork.data.contracts against pandera's polars backend with equivalent rules, on a 25-column batch
 (20 numeric, 5 categorical) with failures of every row check injected in about 2 % of the rows.
 
 `python bench/run.py validate` times both sides. `python bench/bench_validate.py memory --rows N` measures
@@ -55,7 +55,7 @@ def make_batch(rows: int, seed: int, fail: float | str = 0.02):
 
 def contract_for(seed: int):
     "The contract inferred from a clean reference of 100,000 rows (so no column is nullable)."
-    from mlwork.validate import infer_contract
+    from mlwork.data.contracts import infer_contract
     return infer_contract(make_batch(100_000, seed + 1, fail=0), key='id', name='bench')
 
 
@@ -96,7 +96,7 @@ def _pandera(schema, frame):
 
 
 def cases(rows: int, peer_rows: int, seed: int) -> list[Case]:
-    from mlwork.validate import validate
+    from mlwork.data.contracts import validate
     contract = contract_for(seed)
     schema = pandera_schema(contract)
     out = []
@@ -115,7 +115,7 @@ def _memory_child(rows: int, seed: int, fail: str = '0.02') -> None:
     "Run in a fresh process: peak RSS of one validate call, sampled every 5 ms, against the batch's Arrow size."
     import gc, json, threading, time
     import psutil
-    from mlwork.validate import validate
+    from mlwork.data.contracts import validate
     contract = contract_for(seed)
     frame = make_batch(rows, seed, fail if fail == 'all' else float(fail))
     arrow = frame.estimated_size()

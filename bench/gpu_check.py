@@ -2,10 +2,10 @@
 
     python bench/gpu_check.py [--mmd-rows 10000 100000] [--drift-rows 1000000] [--permutations 200] [--json FILE]
 
-MMD: the permutation test of `mlwork.multivariate.MMDDrift` (10 numeric columns of `drift_benchmark`, the
+MMD: the permutation test of `mlwork.drift.multivariate.MMDDrift` (10 numeric columns of `drift_benchmark`, the
 given rows on *each* side, blocked kernel) runs with numpy (a thread per core) and with cupy on the same
 rows and the same permutations; the script checks that both give the same statistic (1e-9 relative, or 1e-12
-absolute near zero) and the same p-value, on the drifted pair and on a pair without drift, and prints the speed-up. Per-feature drift: `mlwork.drift.DriftDetector(backend=...)` fits the
+absolute near zero) and the same p-value, on the drifted pair and on a pair without drift, and prints the speed-up. Per-feature drift: `mlwork.drift.univariate.DriftDetector(backend=...)` fits the
 25-column benchmark reference and scores the current frame with each backend; the p-values must agree
 (1e-9 relative). Timings are the median of `--repeat` runs after one warm-up (kernels compiled, memory pool).
 """
@@ -51,8 +51,8 @@ def main() -> int:
         print(f'skipped: no usable GPU for cupy ({type(e).__name__}: {e})')
         return 0
     import numpy as np
-    from mlwork.drift import DriftDetector, drift_benchmark
-    from mlwork.multivariate import MMDDrift, _cores
+    from mlwork.drift.univariate import DriftDetector, drift_benchmark
+    from mlwork.drift.multivariate import MMDDrift, _cores
     env = {'gpu': dev, 'cupy': cupy.__version__, 'numpy': np.__version__, 'cpu_cores': _cores(),
            'python': platform.python_version()}
     print(json.dumps(env), flush=True)

@@ -1,1 +1,99 @@
+"""mlwork: one reproducible loop from data to decision for tabular models.
+
+The public API, importable from the package itself (``from mlwork import DriftDetector``). Names are
+loaded on first use, so ``import mlwork`` stays fast and MLflow, LightGBM or whylogs are imported only
+by the code that needs them. Subpackages, by layer (a module imports only from its own or lower layers):
+
+- foundations (00-09): ``mlwork.core``, ``mlwork.checks``, ``mlwork.security``, ``mlwork.audit``,
+  ``mlwork.report``, ``mlwork.synthetic``, ``mlwork.datasets``
+- data (10-19): ``mlwork.data`` (store, contracts, profile, quarantine)
+- drift and evaluation (20-29): ``mlwork.drift``, ``mlwork.evaluation``
+- models (30-39): ``mlwork.models`` (train, registry, card)
+- panels (60-69): ``mlwork.ui``; the demo (80) and the command line (90): ``mlwork.demo``, ``mlwork.cli``
+
+This file is written by hand (nbdev keeps only its ``__version__`` line current).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# public name -> module that defines it (relative to the package)
+_API: dict[str, str] = {
+    # foundations
+    **dict.fromkeys(['MlworkError', 'ConfigError', 'InvalidParameter', 'DataError', 'ContractViolation', 'NotFound',
+                     'ConflictError', 'NotFittedError', 'SignatureError', 'PermissionDenied', 'Workspace',
+                     'open_workspace', 'init_workspace', 'get_logger', 'setup_logging'], '.core'),
+    **dict.fromkeys(['AuditLog'], '.audit'),
+    **dict.fromkeys(['Report'], '.report'),
+    **dict.fromkeys(['generate', 'SyntheticData'], '.synthetic'),
+    **dict.fromkeys(['load_dataset', 'list_datasets', 'load_acs', 'acs_windows'], '.datasets'),
+    # data
+    **dict.fromkeys(['DatasetStore', 'DatasetRef', 'parse_ref', 'load_batch'], '.data.store'),
+    **dict.fromkeys(['Contract', 'infer_contract', 'validate', 'ValidationReport'], '.data.contracts'),
+    **dict.fromkeys(['Profile', 'profile_frame'], '.data.profile'),
+    **dict.fromkeys(['validate_into_store', 'QuarantineRun'], '.data.quarantine'),
+    # drift
+    **dict.fromkeys(['DriftDetector', 'DriftResult', 'power_table'], '.drift.univariate'),
+    **dict.fromkeys(['DomainClassifierDrift', 'MMDDrift', 'MultivariateResult'], '.drift.multivariate'),
+    **dict.fromkeys(['drift_over_time', 'WindowedDrift'], '.drift.windows'),
+    **dict.fromkeys(['profile_drift'], '.drift.profiles'),
+    **dict.fromkeys(['CBPE', 'EstimateResult'], '.drift.estimate'),
+    **dict.fromkeys(['drift_report', 'DriftSummary'], '.drift.report'),
+    # evaluation
+    **dict.fromkeys(['evaluate', 'compare', 'slice_metrics', 'Performance', 'Comparison'], '.evaluation.metrics'),
+    **dict.fromkeys(['explain', 'Explanation'], '.evaluation.explain'),
+    # models
+    **dict.fromkeys(['train_model', 'TrainedModel', 'LGBMTrainer'], '.models.train'),
+    **dict.fromkeys(['Registry', 'ModelVersion'], '.models.registry'),
+    **dict.fromkeys(['model_card', 'ModelCard'], '.models.card'),
+    # panels and the demo
+    **dict.fromkeys(['DriftPanel'], '.ui.panels'),
+    **dict.fromkeys(['run_demo'], '.demo'),
+}
+
+__all__ = ['__version__', *_API]
+
+
+def __getattr__(name: str) -> Any:
+    "Load a public name from its module on first use (PEP 562)."
+    module = _API.get(name)
+    if module is None:
+        msg = f"module 'mlwork' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
+
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time the names load lazily
+    from .audit import AuditLog
+    from .core import (ConfigError, ConflictError, ContractViolation, DataError, InvalidParameter, MlworkError,
+                       NotFittedError, NotFound, PermissionDenied, SignatureError, Workspace, get_logger, init_workspace,
+                       open_workspace, setup_logging)
+    from .data.contracts import Contract, ValidationReport, infer_contract, validate
+    from .data.profile import Profile, profile_frame
+    from .data.quarantine import QuarantineRun, validate_into_store
+    from .data.store import DatasetRef, DatasetStore, load_batch, parse_ref
+    from .datasets import acs_windows, list_datasets, load_acs, load_dataset
+    from .demo import run_demo
+    from .drift.estimate import CBPE, EstimateResult
+    from .drift.multivariate import DomainClassifierDrift, MMDDrift, MultivariateResult
+    from .drift.profiles import profile_drift
+    from .drift.report import DriftSummary, drift_report
+    from .drift.univariate import DriftDetector, DriftResult, power_table
+    from .drift.windows import WindowedDrift, drift_over_time
+    from .evaluation.explain import Explanation, explain
+    from .evaluation.metrics import Comparison, Performance, compare, evaluate, slice_metrics
+    from .models.card import ModelCard, model_card
+    from .models.registry import ModelVersion, Registry
+    from .models.train import LGBMTrainer, TrainedModel, train_model
+    from .report import Report
+    from .synthetic import SyntheticData, generate
+    from .ui.panels import DriftPanel

@@ -1,4 +1,4 @@
-"""mlwork.alibi against alibi-detect called directly, on the same arrays.
+"""mlwork.drift.alibi against alibi-detect called directly, on the same arrays.
 
 alibi-detect 0.13 pins numpy<2, so it cannot live in mlwork's venv (numpy 2.4): the comparisons run in
 the peers' venv (bench/peers/requirements.txt; MLWORK_PEERS_PYTHON, default .peers-venv/bin/python)
@@ -44,7 +44,7 @@ ORACLE = r'''
 import json
 import numpy as np, pandas as pd, polars as pl
 from alibi_detect.cd import TabularDrift, KSDrift, ChiSquareDrift
-from mlwork.alibi import AlibiDetector
+from mlwork.drift.alibi import AlibiDetector
 
 rng = np.random.default_rng(7)
 n, m = 1500, 1200
@@ -120,8 +120,8 @@ def test_finds_the_drift_and_names_the_tests(oracle):
 
 
 def test_core_never_imports_alibi_detect():
-    code = ('import sys, mlwork.alibi, mlwork.drift; assert "alibi_detect" not in sys.modules, "imported at import time"\n'
-            'from mlwork.alibi import AlibiDetector, AlibiNotInstalled\n'
+    code = ('import sys, mlwork.drift.alibi, mlwork.drift.univariate; assert "alibi_detect" not in sys.modules, "imported at import time"\n'
+            'from mlwork.drift.alibi import AlibiDetector, AlibiNotInstalled\n'
             'import polars as pl\n'
             'try:\n    AlibiDetector("KSDrift").fit(pl.DataFrame({"x": [1.0, 2.0]}))\n'
             'except AlibiNotInstalled as e:\n    assert "pip install mlwork[alibi]" in str(e) and "Business Source License" in str(e); print("ok")\n'

@@ -10,13 +10,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mlwork.card import NOT_PROVIDED, ModelCard, model_card
+from mlwork.models.card import NOT_PROVIDED, ModelCard, model_card
 from mlwork.core import InvalidParameter
-from mlwork.explain import explain
-from mlwork.performance import compare, evaluate, slice_metrics
-from mlwork.store import DatasetStore
+from mlwork.evaluation.explain import explain
+from mlwork.evaluation.metrics import compare, evaluate, slice_metrics
+from mlwork.data.store import DatasetStore
 from mlwork.synthetic import generate
-from mlwork.train import LGBMTrainer
+from mlwork.models.train import LGBMTrainer
 
 FEATURES = ['age', 'income', 'debt_ratio', 'loan_amount', 'loan_purpose', 'employment', 'region']
 

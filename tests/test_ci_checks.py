@@ -46,7 +46,7 @@ def test_unexported_notebook_edit_fails_then_export_fixes_it(repo_copy):
         cell = next(c for c in nb['cells'] if c['cell_type'] == 'code' and c['source'] and c['source'][0].startswith('#| export')
                     and any('def html_table' in l for l in c['source']))
         cell['source'][-1] += '\n\ndef added_in_notebook_only() -> int:\n    return 1'
-    edit_notebook(repo_copy / 'nbs' / '02_report.ipynb', add_function)
+    edit_notebook(repo_copy / 'nbs' / '03_report.ipynb', add_function)
     r = check(repo_copy)
     assert r.returncode == 1
     assert 'mlwork/ is out of sync with nbs/' in r.stdout and '+def added_in_notebook_only' in r.stdout

@@ -30,8 +30,8 @@ def test_demo_end_to_end(cli, tmp_path):
 
     # data: versions, validation, quarantine, lineage and profiles are really in the workspace
     from mlwork.core import open_workspace
-    from mlwork.profile import Profile
-    from mlwork.store import DatasetStore
+    from mlwork.data.profile import Profile
+    from mlwork.data.store import DatasetStore
     ws = open_workspace(res['workspace'])
     store = DatasetStore.from_workspace(ws)
     assert store.version('acs') == 3 and store.version('acs_labels') == 3

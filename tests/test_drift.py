@@ -1,4 +1,4 @@
-"""Statistics of mlwork.drift against independent oracles (scipy), false-alarm rates under no drift, power under injected drift."""
+"""Statistics of mlwork.drift.univariate against independent oracles (scipy), false-alarm rates under no drift, power under injected drift."""
 import json
 import math
 
@@ -9,7 +9,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from mlwork.core import InvalidParameter, NotFittedError, DataError
-from mlwork.drift import (DriftDetector, adjust_pvalues, drift_benchmark, hellinger, js_distance, psi,
+from mlwork.drift.univariate import (DriftDetector, adjust_pvalues, drift_benchmark, hellinger, js_distance, psi,
                           total_variation)
 from mlwork.synthetic import Drift, generate
 
@@ -58,7 +58,7 @@ def test_ks_method_asymp_matches_scipy():
 def test_ks_pvalue_equals_scipy_kstwo_on_random_sizes_and_statistics():
     "The fast Birnbaum–Tingey sum equals scipy (kstwo.sf / special.smirnov) where scipy sums it term by term, and elsewhere it is scipy."
     from scipy import special
-    from mlwork.drift import ks_pvalue, smirnov_sf
+    from mlwork.drift.univariate import ks_pvalue, smirnov_sf
     rng = np.random.default_rng(11)
     # every term summed below 20,000 terms; every k-th term above (scipy takes up to 1.2 s per call there: 20 of those)
     sizes = np.r_[rng.integers(141, 20_000, 280), rng.integers(20_000, 1_000_001, 20)]
@@ -84,7 +84,7 @@ def test_ks_p_value_at_one_million_rows_matches_scipy_ks_2samp():
 
 def test_fitted_index_and_quantile_functions_equal_the_merge_and_scipy():
     "KS from the reference index and Wasserstein from quantile functions: the same numbers as the full merge and scipy."
-    from mlwork.drift import ks_index, ks_statistic_indexed, ks_wasserstein, quantile_grid, wasserstein_sorted
+    from mlwork.drift.univariate import ks_index, ks_statistic_indexed, ks_wasserstein, quantile_grid, wasserstein_sorted
     rng = np.random.default_rng(21)
     draws = [lambda k, s: rng.normal(s, 1, k), lambda k, s: rng.poisson(3 + 2 * s, k), lambda k, s: rng.integers(0, 4 + (s > 0), k),
              lambda k, s: rng.lognormal(s, 1, k), lambda k, s: np.round(rng.normal(s, 1, k), 1)]
@@ -310,7 +310,7 @@ def test_kernels_on_the_strict_array_api_match_numpy():
 
 def test_importing_drift_never_imports_cupy():
     import subprocess, sys
-    code = ("import sys, polars as pl, mlwork.drift as d; "
+    code = ("import sys, polars as pl, mlwork.drift.univariate as d; "
             "det = d.DriftDetector(backend='auto').fit(pl.DataFrame({'x': [1.0, 2.0, 3.0]})); "
             "assert 'cupy' not in sys.modules, 'cupy imported'; print(det.xp_.__name__)")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""mlwork.drift's distances against Evidently 0.7's definitions, on the same data.
+"""mlwork.drift.univariate's distances against Evidently 0.7's definitions, on the same data.
 
 Evidently 0.7.23 does not import on pandas 3 (mlwork's venv), so the comparison runs in the peers' venv
 (bench/peers/requirements.txt; MLWORK_PEERS_PYTHON, default .peers-venv/bin/python) as a subprocess
@@ -11,7 +11,7 @@ What is compared:
 - categorical: Evidently's default for > 1,000 rows is `scipy.spatial.distance.jensenshannon` with the
   natural logarithm; mlwork reports it in base 2 (in [0, 1]), so mlwork `js` = Evidently / sqrt(ln 2);
 - numeric Jensen–Shannon: Evidently bins the two samples together with numpy's Sturges edges, mlwork on
-  reference deciles; `mlwork.drift.js_distance` on Evidently's bins equals Evidently's value (base e → 2).
+  reference deciles; `mlwork.drift.univariate.js_distance` on Evidently's bins equals Evidently's value (base e → 2).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ print(json.dumps({'default': values(Report([DataDriftPreset()]).run(current_data
 
 @pytest.fixture(scope='module')
 def peers(tmp_path_factory) -> dict:
-    "Evidently's scores in the peers' venv; mlwork's here (mlwork.drift needs numpy 2), on the same Parquet bytes."
+    "Evidently's scores in the peers' venv; mlwork's here (mlwork.drift.univariate needs numpy 2), on the same Parquet bytes."
     ok = Path(PEERS_PYTHON).exists() and subprocess.run(
         [PEERS_PYTHON, '-c', 'import evidently, pyarrow'], capture_output=True, cwd=ROOT).returncode == 0
     if not ok:
@@ -54,7 +54,7 @@ def peers(tmp_path_factory) -> dict:
             pytest.fail(msg)
         pytest.skip(msg)
     import numpy as np
-    from mlwork.drift import DriftDetector, drift_benchmark, js_distance
+    from mlwork.drift.univariate import DriftDetector, drift_benchmark, js_distance
     ref, cur, _ = drift_benchmark(4000, shift=0.2, seed=11)
     folder = tmp_path_factory.mktemp('peers')
     ref.write_parquet(folder / 'ref.parquet')

@@ -1,9 +1,9 @@
-"""The detectable drift the drift module claims (mlwork.drift.min_detectable_drift) is really detected, and no drift stays quiet."""
+"""The detectable drift the drift module claims (mlwork.drift.univariate.min_detectable_drift) is really detected, and no drift stays quiet."""
 import numpy as np
 import pytest
 from scipy import stats
 
-from mlwork.drift import DriftDetector, detection_power, min_detectable_drift
+from mlwork.drift.univariate import DriftDetector, detection_power, min_detectable_drift
 
 
 def _at_least(reps, p, q=0.001):

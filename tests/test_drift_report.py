@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 
 from mlwork.core import DataError, InvalidParameter
-from mlwork.drift import DriftDetector, drift_benchmark
-from mlwork.drift_report import SUMMARY_SCHEMA_VERSION, DriftSummary, drift_report
+from mlwork.drift.univariate import DriftDetector, drift_benchmark
+from mlwork.drift.report import SUMMARY_SCHEMA_VERSION, DriftSummary, drift_report
 from mlwork.synthetic import Drift, generate
-from mlwork.windows import drift_over_time
+from mlwork.drift.windows import drift_over_time
 
 
 @pytest.fixture(scope='module')
@@ -143,7 +143,7 @@ def test_report_write_is_atomic(tmp_path, messy, monkeypatch):
     ref, cur, res, s = messy
     p = drift_report(s, tmp_path / 'd.html')
     before = (p.read_bytes(), p.with_suffix('.json').read_bytes())
-    import mlwork.drift_report as dr
+    import mlwork.drift.report as dr
     def boom(*a, **k):
         raise RuntimeError('render failed')
     monkeypatch.setattr(dr, 'build_drift_report', boom)

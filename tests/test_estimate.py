@@ -14,8 +14,8 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 
 from mlwork.core import DataError, InvalidParameter, NotFittedError
 from mlwork.datasets import load_acs, load_acs_labels
-from mlwork.estimate import CBPE, EstimateResult, expected_metrics, isotonic_fit, isotonic_predict, weighted_roc_auc
-from mlwork.train import train_model
+from mlwork.drift.estimate import CBPE, EstimateResult, expected_metrics, isotonic_fit, isotonic_predict, weighted_roc_auc
+from mlwork.models.train import train_model
 
 
 def _sigmoid(x):

@@ -1,4 +1,4 @@
-"""mlwork.explain: TreeSHAP values against two independent oracles (shap's TreeExplainer, brute-force Shapley)."""
+"""mlwork.evaluation.explain: TreeSHAP values against two independent oracles (shap's TreeExplainer, brute-force Shapley)."""
 from __future__ import annotations
 
 import itertools
@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from mlwork.core import DataError, InvalidParameter, MlworkError
-from mlwork.explain import Explanation, dependence_plot, explain, summary_plot
+from mlwork.evaluation.explain import Explanation, dependence_plot, explain, summary_plot
 
 FEATS = ['income', 'age', 'debt', 'noise']
 
@@ -109,7 +109,7 @@ def test_matches_shap_tree_explainer(booster):
 
 
 def test_trained_model_additivity_and_rationale():
-    from mlwork.train import train_model  # tests may use the higher layer; the module itself must not
+    from mlwork.models.train import train_model  # tests may use the higher layer; the module itself must not
     rng = np.random.default_rng(3)
     df = _frame(500, 3).with_columns(segment=pl.Series(rng.choice(['retail', 'sme', 'corp'], 500)))
     model = train_model(df, 'y', task='binary', num_boost_round=40, early_stopping_rounds=10, seed=0)
@@ -180,5 +180,5 @@ def test_plots(booster):
 
 
 def test_explain_does_not_import_train():
-    code = 'import sys, mlwork.explain, mlwork.performance; assert "mlwork.train" not in sys.modules, "layering"'
+    code = 'import sys, mlwork.evaluation.explain, mlwork.evaluation.metrics; assert "mlwork.models.train" not in sys.modules, "layering"'
     subprocess.run([sys.executable, '-c', code], check=True)

@@ -1,4 +1,4 @@
-"""Multivariate drift (mlwork.multivariate) against independent oracles: a direct O(n²) MMD², sklearn's AUC,
+"""Multivariate drift (mlwork.drift.multivariate) against independent oracles: a direct O(n²) MMD², sklearn's AUC,
 binomial bounds on false alarms, and drifts that per-column tests miss."""
 import math
 
@@ -9,7 +9,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from mlwork.core import DataError, InvalidParameter, NotFittedError
-from mlwork.multivariate import DomainClassifierDrift, MMDDrift, MultivariateResult
+from mlwork.drift.multivariate import DomainClassifierDrift, MMDDrift, MultivariateResult
 from mlwork.synthetic import Drift, generate
 
 ALPHA, REPS = 0.05, 40
@@ -64,7 +64,7 @@ def test_mmd_categorical_one_hot_matches_oracle():
 
 def test_permutation_null_equals_recomputed_statistics():
     "The blocked statistics, for every labelling and tile size, equal MMD² by explicit loops on the relabelled samples."
-    from mlwork.multivariate import _labellings, _mmd2_blocked
+    from mlwork.drift.multivariate import _labellings, _mmd2_blocked
     rng = np.random.default_rng(2)
     Z = rng.standard_normal((23, 3))
     A = _labellings(10, 23, 7, rng)

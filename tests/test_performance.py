@@ -1,4 +1,4 @@
-"""mlwork.performance against scikit-learn as oracle, and the paired bootstrap's coverage."""
+"""mlwork.evaluation.metrics against scikit-learn as oracle, and the paired bootstrap's coverage."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 from mlwork.core import DataError, InvalidParameter
-from mlwork.performance import (brier, calibration_bins, compare, evaluate, log_loss, mae, mape, multiclass_metrics,
+from mlwork.evaluation.metrics import (brier, calibration_bins, compare, evaluate, log_loss, mae, mape, multiclass_metrics,
                                 pr_auc, precision_recall_at, rmse, roc_auc, slice_metrics)
 
 TOL = 1e-9

@@ -1,4 +1,4 @@
-"""mlwork.profile against whylogs itself.
+"""mlwork.data.profile against whylogs itself.
 
 The oracle is whylogs' own per-value path, `why.log(pandas=...)`, on the same data (`to_whylogs_pandas`
 only chooses pandas dtypes that keep integers integral and nulls null). Deterministic parts of a
@@ -19,11 +19,11 @@ import polars as pl
 import pytest
 
 from mlwork.core import DataError, NotFound
-from mlwork.profile import (Profile, column_kind, profile_dask, profile_frame, profile_partitions, profile_path,
+from mlwork.data.profile import (Profile, column_kind, profile_dask, profile_frame, profile_partitions, profile_path,
                             profile_whylogs)
 from mlwork.synthetic import generate
 
-import whylogs_sketching as ds  # noqa: E402  (after mlwork.profile, which shims numpy for whylogs)
+import whylogs_sketching as ds  # noqa: E402  (after mlwork.data.profile, which shims numpy for whylogs)
 from whylogs.core import DatasetProfileView  # noqa: E402
 
 KLL_EPS = ds.kll_doubles_sketch.get_normalized_rank_error(1024, False)  # single-quantile rank error (~0.3 %)
@@ -195,7 +195,7 @@ def test_save_is_atomic(frames, tmp_path, monkeypatch):
 
 
 def test_numpy_shim_is_what_lets_whylogs_run():
-    "whylogs 1.6.4 names np.unicode_ (gone in numpy 2): importing mlwork.profile must restore it, narrowly."
+    "whylogs 1.6.4 names np.unicode_ (gone in numpy 2): importing mlwork.data.profile must restore it, narrowly."
     probe = textwrap.dedent('''
         import numpy as np, sys
         assert np.__version__.split('.')[0] >= '2', np.__version__
@@ -208,11 +208,11 @@ def test_numpy_shim_is_what_lets_whylogs_run():
         print('ok', np.unicode_ is np.str_)
     ''')
     run = lambda pre: subprocess.run([sys.executable, '-c', probe.format(pre=pre)], capture_output=True, text=True)
-    with_shim = run('import mlwork.profile')
+    with_shim = run('import mlwork.data.profile')
     assert with_shim.returncode == 0 and with_shim.stdout.strip() == 'ok True', with_shim.stdout + with_shim.stderr
     without = run('')
     if without.returncode == 0:
-        pytest.skip('whylogs no longer needs the np.unicode_ shim: remove it from mlwork.profile')
+        pytest.skip('whylogs no longer needs the np.unicode_ shim: remove it from mlwork.data.profile')
     assert without.returncode == 3 and 'unicode_' in without.stdout, without.stdout + without.stderr
     # and mlwork's own numpy is untouched otherwise
     assert np.str_ is np.dtype('U').type

@@ -1,4 +1,4 @@
-"""Drift from two profiles (mlwork.profile_drift) against the exact answer on the raw data: scipy's KS, Wasserstein and
+"""Drift from two profiles (mlwork.drift.profiles) against the exact answer on the raw data: scipy's KS, Wasserstein and
 chi-squared, and DriftDetector's decisions, on synthetic credit and the bundled ACS data."""
 import numpy as np
 import polars as pl
@@ -8,9 +8,9 @@ from whylogs.core.metrics.metrics import MetricConfig
 
 from mlwork.core import DataError, InvalidParameter, NotFound
 from mlwork.datasets import load_acs
-from mlwork.drift import DriftDetector
-from mlwork.profile import Profile, profile_frame, profile_partitions, profile_whylogs
-from mlwork.profile_drift import profile_drift
+from mlwork.drift.univariate import DriftDetector
+from mlwork.data.profile import Profile, profile_frame, profile_partitions, profile_whylogs
+from mlwork.drift.profiles import profile_drift
 from mlwork.synthetic import Drift, generate
 
 CREDIT = ['age', 'income', 'debt_ratio', 'credit_history_months', 'n_open_accounts', 'loan_amount',

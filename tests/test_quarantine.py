@@ -1,4 +1,4 @@
-"Tests for mlwork.quarantine: equality with `validate` on the whole batch, one commit per table, bounded memory."
+"Tests for mlwork.data.quarantine: equality with `validate` on the whole batch, one commit per table, bounded memory."
 import json
 import subprocess
 import sys
@@ -8,10 +8,10 @@ import textwrap
 import polars as pl
 import pytest
 
-from mlwork.quarantine import validate_into_store
-from mlwork.store import DatasetStore, content_hash, quarantine_name
+from mlwork.data.quarantine import validate_into_store
+from mlwork.data.store import DatasetStore, content_hash, quarantine_name
 from mlwork.synthetic import generate
-from mlwork.validate import infer_contract, validate
+from mlwork.data.contracts import infer_contract, validate
 
 
 @pytest.fixture(scope='module')
@@ -78,9 +78,9 @@ def test_blocked_writes_quarantine_only(contract, tmp_path):
 
 MEM_SCRIPT = textwrap.dedent('''
     import sys, threading, time, psutil, polars as pl, tempfile
-    from mlwork.quarantine import validate_into_store
-    from mlwork.store import DatasetStore
-    from mlwork.validate import Contract, ColumnRule
+    from mlwork.data.quarantine import validate_into_store
+    from mlwork.data.store import DatasetStore
+    from mlwork.data.contracts import Contract, ColumnRule
     n, chunk, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     pl.DataFrame({'id': pl.int_range(n, eager=True), 'x': pl.int_range(n, eager=True).cast(pl.Float64) + 1e6,
                   's': pl.int_range(n, eager=True).cast(pl.String)}).write_parquet(path, row_group_size=50_000)
@@ -111,7 +111,7 @@ def test_memory_bounded_by_chunk(tmp_path):
 
 
 def test_rerun_after_a_crash_between_the_two_commits_stores_the_batch_exactly_once(contract, tmp_path, monkeypatch):
-    import mlwork.quarantine as q
+    import mlwork.data.quarantine as q
     frame = generate('credit', n_rows=12_000, seed=3, missing=0.01).frame  # not blocking, with rows to quarantine
     now = frame['timestamp'].max()
     store = DatasetStore(str(tmp_path / 'store'))

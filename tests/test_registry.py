@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from mlwork.core import ConflictError, InvalidParameter, NotFound, SignatureError, init_workspace
-from mlwork.registry import (ALIASES, ARTIFACT_PATH, MANIFEST_FILE, MODEL_FILE, Registry, default_tracking_uri)
+from mlwork.models.registry import (ALIASES, ARTIFACT_PATH, MANIFEST_FILE, MODEL_FILE, Registry, default_tracking_uri)
 from mlwork.security import keys_dir, sidecar_path
 from mlwork.synthetic import generate
-from mlwork.train import TrainedModel, train_model
+from mlwork.models.train import TrainedModel, train_model
 
 FEATURES = ['age', 'income', 'debt_ratio', 'credit_history_months', 'loan_amount', 'loan_purpose']
 
@@ -327,8 +327,8 @@ def test_locked_database_retries_then_conflict(tmp_path, empty_db, models):
 _REGISTER = textwrap.dedent('''
     import sys, time
     from pathlib import Path
-    from mlwork.registry import Registry
-    from mlwork.train import TrainedModel
+    from mlwork.models.registry import Registry
+    from mlwork.models.train import TrainedModel
     root, model, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     reg = Registry(root)
     reg._client; reg._experiment()
@@ -437,8 +437,8 @@ def test_a_deletion_is_audited_before_it_happens_and_a_failure_after_it(reg, mod
 
 _KILLED = textwrap.dedent('''
     import sys, time
-    from mlwork.registry import Registry
-    from mlwork.train import TrainedModel
+    from mlwork.models.registry import Registry
+    from mlwork.models.train import TrainedModel
     def hang(self, run_id, folder):
         print('uploading', flush=True)
         time.sleep(120)
@@ -450,8 +450,8 @@ _KILLED = textwrap.dedent('''
 _KILLED_EARLY = textwrap.dedent('''
     import sys, time
     from mlflow.tracking import MlflowClient
-    from mlwork.registry import Registry
-    from mlwork.train import TrainedModel
+    from mlwork.models.registry import Registry
+    from mlwork.models.train import TrainedModel
     def hang(self, *a, **k):
         print('uploading', flush=True)
         time.sleep(120)

@@ -20,9 +20,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-import mlwork.store as store_mod
+import mlwork.data.store as store_mod
 from mlwork.core import ConflictError, DataError, InvalidParameter, NotFound
-from mlwork.store import DatasetRef, DatasetStore, DatasetVersion, content_hash, history_html, parse_ref
+from mlwork.data.store import DatasetRef, DatasetStore, DatasetVersion, content_hash, history_html, parse_ref
 from mlwork.synthetic import generate
 
 PY = sys.executable
@@ -81,7 +81,7 @@ def test_three_batches_history_time_travel_and_stable_hash(store, tmp_path):
     assert len(set(recorded)) == 3
     code = """
         import sys
-        from mlwork.store import DatasetStore, content_hash
+        from mlwork.data.store import DatasetStore, content_hash
         from mlwork.synthetic import generate
         fresh = DatasetStore(sys.argv[1])
         print(fresh.ingest('again', generate('credit', n_rows=300, seed=11).frame).content_hash)
@@ -146,7 +146,7 @@ def test_a_process_killed_while_writing_leaves_the_previous_version(store):
     code = """
         import sys, time
         import numpy as np, polars as pl, pyarrow as pa
-        import mlwork.store as sm
+        import mlwork.data.store as sm
         def slow(frame):
             table = frame.to_arrow()
             def gen():
@@ -188,7 +188,7 @@ WORKER = """
     import json, sys, time
     from pathlib import Path
     from mlwork.core import ConflictError
-    from mlwork.store import DatasetStore
+    from mlwork.data.store import DatasetStore
     from mlwork.synthetic import generate
     uri, worker, rounds, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
     modes = sys.argv[5].split(',')

@@ -14,9 +14,9 @@ from sklearn.metrics import average_precision_score, r2_score, roc_auc_score
 
 from mlwork.core import DataError, InvalidParameter, NotFittedError, code_version
 from mlwork.datasets import load_acs
-from mlwork.store import DatasetStore, content_hash
+from mlwork.data.store import DatasetStore, content_hash
 from mlwork.synthetic import generate
-from mlwork.train import LGBMTrainer, TrainedModel, UnseenCategoryWarning, train_model
+from mlwork.models.train import LGBMTrainer, TrainedModel, UnseenCategoryWarning, train_model
 
 ACS_FEATURES = ['AGEP', 'SCHL', 'MAR', 'RELP', 'DIS', 'ESP', 'CIT', 'MIG', 'MIL', 'ANC', 'NATIVITY', 'DEAR', 'DEYE',
                 'DREM', 'SEX', 'RAC1P']

@@ -16,7 +16,7 @@ psutil = pytest.importorskip('psutil')
 from mlwork.core import DataError
 from mlwork.datasets import load_acs
 from mlwork.synthetic import generate
-from mlwork.train import LGBMTrainer, MissingExtra, TrainedModel, train_model
+from mlwork.models.train import LGBMTrainer, MissingExtra, TrainedModel, train_model
 
 ACS_FEATURES = ['AGEP', 'SCHL', 'MAR', 'RELP', 'DIS', 'ESP', 'CIT', 'MIG', 'MIL', 'ANC', 'NATIVITY', 'DEAR', 'DEYE',
                 'DREM', 'SEX', 'RAC1P']

@@ -8,12 +8,12 @@ import pytest
 from nbclient import NotebookClient
 
 from mlwork.core import InvalidParameter
-from mlwork.drift import DriftDetector
-from mlwork.drift_report import DriftSummary, drift_report
+from mlwork.drift.univariate import DriftDetector
+from mlwork.drift.report import DriftSummary, drift_report
 from mlwork.report import _fmt
 from mlwork.synthetic import Drift, generate
-from mlwork.widgets import DriftPanel
-from mlwork.windows import drift_over_time
+from mlwork.ui.panels import DriftPanel
+from mlwork.drift.windows import drift_over_time
 
 FEATS = ['age', 'income', 'debt_ratio', 'credit_history_months', 'n_open_accounts', 'loan_amount', 'loan_purpose',
          'employment', 'region']
@@ -100,8 +100,8 @@ def test_panel_displays_in_a_real_kernel():
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(
         "import polars as pl, numpy as np\n"
-        "from mlwork.widgets import DriftPanel\n"
-        "from mlwork.drift import DriftDetector\n"
+        "from mlwork.ui.panels import DriftPanel\n"
+        "from mlwork.drift.univariate import DriftDetector\n"
         "r = np.random.default_rng(0)\n"
         "ref = pl.DataFrame({'a': r.normal(0, 1, 500), 'b': r.choice(['x', 'y'], 500)})\n"
         "cur = pl.DataFrame({'a': r.normal(1, 1, 500), 'b': r.choice(['x', 'y'], 500)})\n"

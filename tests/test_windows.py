@@ -1,4 +1,4 @@
-"""Drift over time (mlwork.windows): windows before/after an injected drift, coverage of N-row windows,
+"""Drift over time (mlwork.drift.windows): windows before/after an injected drift, coverage of N-row windows,
 importance-weighted severity against an independent recomputation, prediction/target drift, bad input."""
 import datetime as dt
 import json
@@ -10,9 +10,9 @@ import pytest
 from scipy import stats
 
 from mlwork.core import DataError, InvalidParameter
-from mlwork.drift import DriftDetector
+from mlwork.drift.univariate import DriftDetector
 from mlwork.synthetic import Drift, LabelShift, generate
-from mlwork.windows import WindowedDrift, drift_over_time
+from mlwork.drift.windows import WindowedDrift, drift_over_time
 
 FEATURES = ['age', 'income', 'debt_ratio', 'credit_history_months', 'n_open_accounts', 'loan_amount',
             'loan_purpose', 'employment', 'region']

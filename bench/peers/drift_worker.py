@@ -40,14 +40,14 @@ def _read_pandas(ref: str, cur: str):
 
 def _reuse_sorted(c) -> bool:
     try:
-        from mlwork.drift_report import reuse_sorted
+        from mlwork.drift.report import reuse_sorted
     except ImportError:
         return False
     return reuse_sorted(c)
 
 
 def side_mlwork(ref: str, cur: str, html: str | None) -> dict:
-    from mlwork.drift import DriftDetector
+    from mlwork.drift.univariate import DriftDetector
     r, c = _read_polars(ref, cur)
     out = {'rss_loaded': _rss()}
     t0 = time.perf_counter()
@@ -61,7 +61,7 @@ def side_mlwork(ref: str, cur: str, html: str | None) -> dict:
     out['p_value'] = dict(zip(result.columns['column'], result.columns['p_value']))
     if html:
         try:
-            from mlwork.drift_report import drift_report
+            from mlwork.drift.report import drift_report
         except ImportError:
             out['html_seconds'] = None
         else:
