@@ -23,7 +23,7 @@ __all__ = ['Constraint', 'COLUMN_PURPOSES', 'Interval', 'Options', 'Instance', '
            'invalid_values', 'check_is_fitted', 'Result', 'check_result', 'column_kind', 'select_columns',
            'id_like_columns', 'canonical_json']
 
-# %% ../nbs/00_foundation/00b_checks.ipynb #22ed8968
+# %% ../nbs/00_foundation/00b_checks.ipynb #0e32fc78
 @dataclass(frozen=True)
 class Interval:
     "Numbers of one kind (`int` or `float`) between two bounds; `None` leaves a side open to infinity."
@@ -36,12 +36,13 @@ class Interval:
         "Whether `value` is a number of this kind inside the interval (bools are never numbers here)."
         if isinstance(value, bool) or not isinstance(value, numbers.Integral if self.kind is int else numbers.Real):
             return False
-        if not math.isfinite(value):
+        x = float(value)
+        if not math.isfinite(x):
             return False
         left, right = self.closed in ('both', 'left'), self.closed in ('both', 'right')
-        if self.low is not None and (value < self.low or (value == self.low and not left)):
+        if self.low is not None and (x < self.low or (x == self.low and not left)):
             return False
-        return not (self.high is not None and (value > self.high or (value == self.high and not right)))
+        return not (self.high is not None and (x > self.high or (x == self.high and not right)))
 
     def describe(self) -> str:
         "The rule as the error sentence says it: 'a float in (0, 1)', 'an int >= 20'."
@@ -50,7 +51,7 @@ class Interval:
             return f"{noun} {'>=' if self.closed in ('both', 'left') else '>'} {_num(self.low)}"
         if self.low is None and self.high is not None:
             return f"{noun} {'<=' if self.closed in ('both', 'right') else '<'} {_num(self.high)}"
-        if self.low is None:
+        if self.low is None or self.high is None:
             return noun
         lb = '[' if self.closed in ('both', 'left') else '('
         rb = ']' if self.closed in ('both', 'right') else ')'
