@@ -46,7 +46,7 @@ def test_unexported_notebook_edit_fails_then_export_fixes_it(repo_copy):
         cell = next(c for c in nb['cells'] if c['cell_type'] == 'code' and c['source'] and c['source'][0].startswith('#| export')
                     and any('def html_table' in l for l in c['source']))
         cell['source'][-1] += '\n\ndef added_in_notebook_only() -> int:\n    return 1'
-    edit_notebook(repo_copy / 'nbs' / '03_report.ipynb', add_function)
+    edit_notebook(repo_copy / 'nbs' / '00_foundation' / '03_report.ipynb', add_function)
     r = check(repo_copy)
     assert r.returncode == 1
     assert 'mlwork/ is out of sync with nbs/' in r.stdout and '+def added_in_notebook_only' in r.stdout
@@ -65,7 +65,7 @@ def test_unclean_notebook_fails(repo_copy):
     def dirty(nb):
         nb['cells'][1]['execution_count'] = 7
         nb['metadata']['widgets'] = {'state': {}}
-    edit_notebook(repo_copy / 'nbs' / '00_core.ipynb', dirty)
+    edit_notebook(repo_copy / 'nbs' / '00_foundation' / '00_core.ipynb', dirty)
     r = check(repo_copy)
     assert r.returncode == 1 and 'notebooks are not clean' in r.stdout
 
@@ -74,3 +74,46 @@ def test_stale_readme_fails(repo_copy):
     (repo_copy / 'README.md').write_text((repo_copy / 'README.md').read_text() + '\nhand edit\n')
     r = check(repo_copy)
     assert r.returncode == 1 and 'README.md is out of sync with nbs/index.ipynb' in r.stdout
+
+
+# The layer rule (.ci/layers.py): a module imports only from its own or lower layers, and no cycles.
+LAYERS = REPO / '.ci' / 'layers.py'
+
+
+def layers(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(LAYERS), str(root)], capture_output=True, text=True, timeout=120)
+
+
+def test_repository_keeps_the_layer_rule():
+    r = layers(REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'layer check: OK' in r.stdout
+
+
+def test_an_upward_import_fails_naming_both_layers(repo_copy):
+    core = repo_copy / 'mlwork' / 'core.py'
+    core.write_text(core.read_text() + '\n\ndef f():\n    from mlwork.models.train import TrainedModel\n    return TrainedModel\n')
+    r = layers(repo_copy)
+    assert r.returncode == 1
+    assert 'mlwork.core (layer 0' in r.stdout and 'imports mlwork.models.train (layer 3' in r.stdout
+
+
+def test_a_cycle_within_a_layer_fails(repo_copy):
+    for name, other in (('audit', 'security'), ('security', 'audit')):
+        f = repo_copy / 'mlwork' / f'{name}.py'
+        f.write_text(f.read_text() + f'\n\ndef _g():\n    from . import {other}\n    return {other}\n')
+    r = layers(repo_copy)
+    assert r.returncode == 1 and 'import cycle among: mlwork.audit, mlwork.security' in r.stdout
+
+
+def test_the_package_face_may_not_be_imported_by_a_module(repo_copy):
+    rep = repo_copy / 'mlwork' / 'report.py'
+    rep.write_text(rep.read_text() + '\n\ndef f():\n    import mlwork\n    return mlwork.DriftDetector\n')
+    r = layers(repo_copy)
+    assert r.returncode == 1 and 'imports the package face `mlwork`' in r.stdout
+
+
+def test_a_module_without_a_notebook_fails(repo_copy):
+    (repo_copy / 'mlwork' / 'stray.py').write_text('X = 1\n')
+    r = layers(repo_copy)
+    assert r.returncode == 1 and 'no notebook exports mlwork.stray' in r.stdout
