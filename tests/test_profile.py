@@ -19,11 +19,16 @@ import polars as pl
 import pytest
 
 from mlwork.core import DataError, NotFound
-from mlwork.data.profile import (Profile, column_kind, profile_dask, profile_frame, profile_partitions, profile_path,
-                            profile_whylogs)
+from mlwork.data.profile import Profile, profile_dask, profile_frame, profile_partitions, profile_path, profile_whylogs
 from mlwork.synthetic import generate
+from mlwork.checks import column_kind as _checks_column_kind
 
 import whylogs_sketching as ds  # noqa: E402  (after mlwork.data.profile, which shims numpy for whylogs)
+
+
+def column_kind(dtype: pl.DataType) -> str | None:
+    "How mlwork.data.profile profiles a dtype: mlwork.checks' rule for the purpose 'profile'."
+    return _checks_column_kind(dtype, purpose='profile')
 from whylogs.core import DatasetProfileView  # noqa: E402
 
 KLL_EPS = ds.kll_doubles_sketch.get_normalized_rank_error(1024, False)  # single-quantile rank error (~0.3 %)

@@ -111,19 +111,18 @@ def test_memory_bounded_by_chunk(tmp_path):
 
 
 def test_rerun_after_a_crash_between_the_two_commits_stores_the_batch_exactly_once(contract, tmp_path, monkeypatch):
-    import mlwork.data.quarantine as q
     frame = generate('credit', n_rows=12_000, seed=3, missing=0.01).frame  # not blocking, with rows to quarantine
     now = frame['timestamp'].max()
     store = DatasetStore(str(tmp_path / 'store'))
     earlier = generate('credit', n_rows=3_000, seed=3, missing=0.01).frame
     first = validate_into_store(earlier, contract, store, 'credit', now=earlier['timestamp'].max())
     assert not first.blocking and first.reused == [] and first.quarantined_rows > 0
-    real = q.append_stream
+    real = DatasetStore.append_files
     def crash(store_, name, files, **kw):
         if name == 'credit':
             raise OSError('killed between the two commits')
         return real(store_, name, files, **kw)
-    monkeypatch.setattr(q, 'append_stream', crash)
+    monkeypatch.setattr(DatasetStore, 'append_files', crash)
     with pytest.raises(OSError, match='between the two commits'):
         validate_into_store(frame, contract, store, 'credit', chunk_rows=5_000, now=now)
     monkeypatch.undo()
@@ -140,3 +139,23 @@ def test_rerun_after_a_crash_between_the_two_commits_stores_the_batch_exactly_on
     assert again.to_dict()['reused'] == again.reused
     other = validate_into_store(frame.head(11_000), contract, store, 'credit', chunk_rows=5_000, now=now)  # another batch
     assert other.reused == [] and store.history('credit').height == 3
+
+
+def test_text_and_json_carry_the_same_facts(contract, tmp_path):
+    "Every failed check and every version `str(run)` names is in `run.to_dict()`."
+    from mlwork.checks import check_result
+    frame = _with_dups(generate('credit', n_rows=6_000, seed=5, corrupt=0.02).frame, 1_000)
+    store = DatasetStore(str(tmp_path / 'store'))
+    run = validate_into_store(frame, contract, store, 'credit', chunk_rows=2_000, now=frame['timestamp'].max())
+    check_result(run)
+    text, d = str(run), json.loads(json.dumps(run.to_dict(), default=str))
+    lines = text.splitlines()
+    assert lines[0].startswith("dataset 'credit', contract 'credit': 6,000 rows") and d['verdict'] == 'blocked'
+    assert len(d['failed']) == run.failed.height > 0
+    for c in d['failed']:
+        row = [ln for ln in lines if ln.split()[:2] == [c['severity'], c['check']] and (c['column'] or '') in ln]
+        assert row and (c['failed_rows'] is None or f" {c['failed_rows']:>9}  " in row[0])
+    dup = [c for c in d['failed'] if c['check'] == 'duplicate_key'][0]
+    assert dup['failed_rows'] == len(range(7, 6_000, 1_000)) + 1
+    assert f"quarantined rows kept in {d['quarantine_version']}" in text and d['valid_version'] is None
+    assert 'blocked: valid rows NOT stored in credit' in text

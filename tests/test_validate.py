@@ -346,3 +346,21 @@ def test_memory_bounded_when_every_row_fails():
     assert m['reasons'] == 6 * 1_000_000  # 5 reasons and one "… and 20 more" per row
     # before chunking and max_reasons this was 21× (4.1 GiB), and 10 M rows would have needed ~40 GiB
     assert m['peak_extra_over_arrow'] < 15, m
+
+
+def test_text_and_json_carry_the_same_facts(corrupted):
+    "Every failed check `str(report)` prints (e.g. '62 rows failed range on age') is in `to_dict()`, with its count."
+    from mlwork.checks import check_result
+    _, r = corrupted
+    check_result(r)
+    text, d = str(r), json.loads(json.dumps(r.to_dict()))
+    lines = text.splitlines()
+    assert lines[0].startswith("contract 'credit': ") and lines[0].endswith('BLOCKED') and d['verdict'] == 'blocked'
+    assert len(d['failed']) == len(lines) - 1 and len(d['failed']) == r.failed.height
+    for line, c in zip(lines[1:], d['failed']):
+        assert line.split()[:2] == [c['severity'], c['check']]
+        if c['failed_rows'] is not None:
+            assert f" {c['failed_rows']:>9}  " in line
+        assert c['detail'] in line
+    age = [c for c in d['failed'] if (c['column'], c['check']) == ('age', 'range')]
+    assert age and age[0]['failed_rows'] == 62 and any(' range ' in ln and ' age ' in ln and ' 62 ' in ln for ln in lines)
