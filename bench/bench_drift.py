@@ -1,5 +1,5 @@
 """Drift detection against its peers on the same bytes: 20 numeric + 5 categorical columns
-(`mlwork.drift.univariate.drift_benchmark`: `num_00`, `num_06`, `num_12` shifted by 0.2 reference standard
+(`mlwork.drift.power.drift_benchmark`: `num_00`, `num_06`, `num_12` shifted by 0.2 reference standard
 deviations, `num_18` widened by 30 %, 10 % of `cat_2` moved to its rarest category), reference and current
 of the same size, written once as Parquet so every side reads the same file.
 
@@ -49,7 +49,7 @@ LABELS = {side: label for side, label, _ in SIDES}
 
 @functools.lru_cache(maxsize=2)
 def frames(rows: int, seed: int):
-    from mlwork.drift.univariate import drift_benchmark
+    from mlwork.drift.power import drift_benchmark
     return drift_benchmark(rows, seed=seed)
 
 

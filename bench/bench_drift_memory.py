@@ -2,7 +2,7 @@
 
     python bench/bench_drift_memory.py [--rows 10000000] [--report]
 
-The frames (`mlwork.drift.univariate.drift_benchmark`: 20 numeric + 5 categorical columns, 5 drifted) are written to Parquet
+The frames (`mlwork.drift.power.drift_benchmark`: 20 numeric + 5 categorical columns, 5 drifted) are written to Parquet
 once by this process; a fresh child process reads them, then fits and scores a `DriftDetector` (and with `--report`
 builds the drift summary and HTML report) while a thread samples its RSS every 10 ms. Reported: the Arrow size of the
 two frames (strings counted as Arrow's large_string: 8-byte offsets + data), the child's RSS before loading (interpreter and imports), after loading, and at its peak, and
@@ -57,7 +57,7 @@ def main() -> None:
     data.mkdir(parents=True, exist_ok=True)
     ref, cur = data / f'ref-{a.rows}.parquet', data / f'cur-{a.rows}.parquet'
     if not (ref.exists() and cur.exists()):
-        from mlwork.drift.univariate import drift_benchmark
+        from mlwork.drift.power import drift_benchmark
         r, c, _ = drift_benchmark(a.rows, seed=0)
         r.write_parquet(ref); c.write_parquet(cur)
         del r, c

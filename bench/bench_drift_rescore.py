@@ -2,7 +2,7 @@
 
     python bench/bench_drift_rescore.py [--rows 1000000] [--repeat 7]
 
-`mlwork.drift.univariate.drift_benchmark` frames (20 numeric + 5 categorical columns); the reference is fitted once, then
+`mlwork.drift.power.drift_benchmark` frames (20 numeric + 5 categorical columns); the reference is fitted once, then
 `DriftDetector.score` is timed on new batches (the current frame reshuffled before each timing, so nothing is
 cached from the previous call but the calibration of that sample size, as in production). Three batches:
 
@@ -31,7 +31,9 @@ import numpy as np
 from scipy import stats
 
 import mlwork.drift.univariate as drift
-from mlwork.drift.univariate import DriftDetector, drift_benchmark
+from mlwork.drift.kernels import ks_wasserstein
+from mlwork.drift.power import drift_benchmark
+from mlwork.drift.univariate import DriftDetector
 
 HERE = Path(__file__).resolve().parent
 
@@ -58,7 +60,7 @@ def main() -> int:
     out = {'rows': a.rows, 'repeat': a.repeat, 'cores': len(os.sched_getaffinity(0)), 'python': platform.python_version(),
            'numpy': np.__version__, 'date': time.strftime('%Y-%m-%d'), 'cases': []}
     fast_p, fitted = drift.ks_pvalue, drift._ks_wasserstein_fitted
-    merge = lambda self, st, y: drift.ks_wasserstein(st['values'], y, method=self.ks_method)
+    merge = lambda self, st, y: ks_wasserstein(st['values'], y, method=self.ks_method)
     sides = (('mlwork', fast_p, fitted), ('merge + scipy kstwo.sf (before)', _scipy_pvalue, merge))
     for label, shift, moved, share in (('benchmark drift', 0.2, 0.1, 1.0), ('mild drift', 0.02, 0.02, 1.0),
                                        ('benchmark drift, 90 % of the rows', 0.2, 0.1, 0.9)):

@@ -51,7 +51,8 @@ def main() -> int:
         print(f'skipped: no usable GPU for cupy ({type(e).__name__}: {e})')
         return 0
     import numpy as np
-    from mlwork.drift.univariate import DriftDetector, drift_benchmark
+    from mlwork.drift.power import drift_benchmark
+    from mlwork.drift.univariate import DriftDetector
     from mlwork.drift.multivariate import MMDDrift, _cores
     env = {'gpu': dev, 'cupy': cupy.__version__, 'numpy': np.__version__, 'cpu_cores': _cores(),
            'python': platform.python_version()}

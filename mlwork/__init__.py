@@ -36,7 +36,8 @@ _API: dict[str, str] = {
     **dict.fromkeys(['Profile', 'profile_frame'], '.data.profile'),
     **dict.fromkeys(['validate_into_store', 'QuarantineRun'], '.data.quarantine'),
     # drift
-    **dict.fromkeys(['DriftDetector', 'DriftResult', 'power_table'], '.drift.univariate'),
+    **dict.fromkeys(['DriftDetector', 'DriftResult'], '.drift.univariate'),
+    **dict.fromkeys(['power_table', 'detection_power'], '.drift.power'),
     **dict.fromkeys(['DomainClassifierDrift', 'MMDDrift', 'MultivariateResult'], '.drift.multivariate'),
     **dict.fromkeys(['drift_over_time', 'WindowedDrift'], '.drift.windows'),
     **dict.fromkeys(['profile_drift'], '.drift.profiles'),
@@ -87,7 +88,8 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names l
     from .drift.multivariate import DomainClassifierDrift, MMDDrift, MultivariateResult
     from .drift.profiles import profile_drift
     from .drift.report import DriftSummary, drift_report
-    from .drift.univariate import DriftDetector, DriftResult, power_table
+    from .drift.power import detection_power, power_table
+    from .drift.univariate import DriftDetector, DriftResult
     from .drift.windows import WindowedDrift, drift_over_time
     from .evaluation.explain import Explanation, explain
     from .evaluation.metrics import Comparison, Performance, compare, evaluate, slice_metrics

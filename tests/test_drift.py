@@ -9,8 +9,8 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from mlwork.core import InvalidParameter, NotFittedError, DataError
-from mlwork.drift.univariate import (DriftDetector, adjust_pvalues, drift_benchmark, hellinger, js_distance, psi,
-                          total_variation)
+from mlwork.drift.power import drift_benchmark
+from mlwork.drift.univariate import DriftDetector, adjust_pvalues, hellinger, js_distance, psi, total_variation
 from mlwork.synthetic import Drift, generate
 
 CREDIT = ['age', 'income', 'debt_ratio', 'credit_history_months', 'n_open_accounts', 'loan_amount',
@@ -58,7 +58,7 @@ def test_ks_method_asymp_matches_scipy():
 def test_ks_pvalue_equals_scipy_kstwo_on_random_sizes_and_statistics():
     "The fast Birnbaum–Tingey sum equals scipy (kstwo.sf / special.smirnov) where scipy sums it term by term, and elsewhere it is scipy."
     from scipy import special
-    from mlwork.drift.univariate import ks_pvalue, smirnov_sf
+    from mlwork.drift.kernels import ks_pvalue, smirnov_sf
     rng = np.random.default_rng(11)
     # every term summed below 20,000 terms; every k-th term above (scipy takes up to 1.2 s per call there: 20 of those)
     sizes = np.r_[rng.integers(141, 20_000, 280), rng.integers(20_000, 1_000_001, 20)]
@@ -84,7 +84,7 @@ def test_ks_p_value_at_one_million_rows_matches_scipy_ks_2samp():
 
 def test_fitted_index_and_quantile_functions_equal_the_merge_and_scipy():
     "KS from the reference index and Wasserstein from quantile functions: the same numbers as the full merge and scipy."
-    from mlwork.drift.univariate import ks_index, ks_statistic_indexed, ks_wasserstein, quantile_grid, wasserstein_sorted
+    from mlwork.drift.kernels import ks_index, ks_statistic_indexed, ks_wasserstein, quantile_grid, wasserstein_sorted
     rng = np.random.default_rng(21)
     draws = [lambda k, s: rng.normal(s, 1, k), lambda k, s: rng.poisson(3 + 2 * s, k), lambda k, s: rng.integers(0, 4 + (s > 0), k),
              lambda k, s: rng.lognormal(s, 1, k), lambda k, s: np.round(rng.normal(s, 1, k), 1)]
@@ -204,7 +204,7 @@ def test_false_alarm_rate_under_no_drift_is_at_most_alpha():
 @pytest.mark.parametrize('n_ref,n_cur', [(3_000, 1_000)])
 def test_calibrated_effect_threshold_gives_the_stated_false_alarm_rate(n_ref, n_cur):
     # Effect sizes alone (no test, no floor): the threshold calibrated at the scored sizes is exceeded under
-    # no drift at most alpha of the time per column (the former 1/sqrt(n) rescaling gave 5 % to 8.5 %).
+    # no drift at most alpha of the time per column.
     reps = 200
     cols = ['income', 'age', 'n_open_accounts', 'region']
     pool = generate('credit', n_rows=reps * (n_ref + n_cur), seed=22).frame.select(cols)

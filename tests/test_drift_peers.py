@@ -54,7 +54,8 @@ def peers(tmp_path_factory) -> dict:
             pytest.fail(msg)
         pytest.skip(msg)
     import numpy as np
-    from mlwork.drift.univariate import DriftDetector, drift_benchmark, js_distance
+    from mlwork.drift.power import drift_benchmark
+    from mlwork.drift.univariate import DriftDetector, js_distance
     ref, cur, _ = drift_benchmark(4000, shift=0.2, seed=11)
     folder = tmp_path_factory.mktemp('peers')
     ref.write_parquet(folder / 'ref.parquet')

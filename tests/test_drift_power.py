@@ -1,9 +1,10 @@
-"""The detectable drift the drift module claims (mlwork.drift.univariate.min_detectable_drift) is really detected, and no drift stays quiet."""
+"""The detectable drift the drift module claims (mlwork.drift.power.min_detectable_drift) is really detected, and no drift stays quiet."""
 import numpy as np
 import pytest
 from scipy import stats
 
-from mlwork.drift.univariate import DriftDetector, detection_power, min_detectable_drift
+from mlwork.drift.power import detection_power, min_detectable_drift
+from mlwork.drift.univariate import DriftDetector
 
 
 def _at_least(reps, p, q=0.001):

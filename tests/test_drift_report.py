@@ -13,7 +13,8 @@ import polars as pl
 import pytest
 
 from mlwork.core import DataError, InvalidParameter
-from mlwork.drift.univariate import DriftDetector, drift_benchmark
+from mlwork.drift.power import drift_benchmark
+from mlwork.drift.univariate import DriftDetector
 from mlwork.drift.report import SUMMARY_SCHEMA_VERSION, DriftSummary, drift_report
 from mlwork.synthetic import Drift, generate
 from mlwork.drift.windows import drift_over_time
