@@ -21,7 +21,7 @@ from .core import atomic_write, param_error, utc_now
 # %% auto #0
 __all__ = ['html_table', 'svg_figure', 'new_figure', 'Report', 'frame_schema']
 
-# %% ../nbs/00_foundation/03_report.ipynb #7bbd9e0d
+# %% ../nbs/00_foundation/03_report.ipynb #75effa6f
 def _fmt(v: Any) -> str:
     "A cell value as text: thousands separators for ints, 4 significant digits for floats."
     if v is None:
@@ -41,11 +41,12 @@ def _fmt(v: Any) -> str:
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
+# %% ../nbs/00_foundation/03_report.ipynb #6f868ad9
 def html_table(
     rows: pl.DataFrame | Sequence[Mapping[str, Any]],  # A frame, or a list of dicts with the same keys
     *,
     max_rows: int = 50,  # Show at most this many rows; say how many were left out
-    caption: str | None = None,
+    caption: str | None = None,  # Shown above the table
 ) -> str:
     "An HTML table; numbers right-aligned and formatted, text escaped."
     if isinstance(rows, pl.DataFrame):
@@ -64,7 +65,7 @@ def html_table(
     cap = f'<caption>{html.escape(" · ".join(notes))}</caption>' if notes else ''
     return f'<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
-# %% ../nbs/00_foundation/03_report.ipynb #17a3e239
+# %% ../nbs/00_foundation/03_report.ipynb #4a8df848
 def svg_figure(fig: Any) -> str:
     "A matplotlib figure as inline SVG text; the figure is closed."
     import matplotlib.pyplot as plt
@@ -76,7 +77,13 @@ def svg_figure(fig: Any) -> str:
     svg = buf.getvalue()
     return svg[svg.index('<svg'):]  # drop the XML prolog and doctype: the SVG is embedded in HTML
 
-def new_figure(width: float = 7.0, height: float = 3.2, ncols: int = 1, nrows: int = 1) -> tuple[Any, Any]:
+# %% ../nbs/00_foundation/03_report.ipynb #12356fbb
+def new_figure(
+    width: float = 7.0,  # Inches
+    height: float = 3.2,  # Inches
+    ncols: int = 1,  # Axes per row
+    nrows: int = 1,  # Rows of axes
+) -> tuple[Any, Any]:
     "A matplotlib figure and its axes (one, a row, or an `nrows` × `ncols` grid) in the house style, on a backend that needs no display."
     import matplotlib
     if matplotlib.get_backend().lower() not in ('agg', 'svg', 'module://matplotlib_inline.backend_inline'):
@@ -89,10 +96,26 @@ def new_figure(width: float = 7.0, height: float = 3.2, ncols: int = 1, nrows: i
         a.grid(axis='y', alpha=0.3)
     return fig, ax
 
-# %% ../nbs/00_foundation/03_report.ipynb #6c5e60ce
+# %% ../nbs/00_foundation/03_report.ipynb #db6a81d0
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader('mlwork', 'templates'), autoescape=True,
                           undefined=jinja2.StrictUndefined)
 
+def _tiles_html(values: Mapping[str, Any], status: Mapping[str, str]) -> str:
+    "Headline numbers as a row of tiles, each with an optional status class ('ok', 'warn', 'bad')."
+    items = ''.join(
+        f'<div class="tile {html.escape(status.get(k, ""))}"><div class="v">{html.escape(_fmt(v))}</div>'
+        f'<div class="k">{html.escape(k)}</div></div>' for k, v in values.items())
+    return f'<div class="tiles">{items}</div>'
+
+def _document(title: str, subtitle: str | None, meta: Mapping[str, Any], blocks: Sequence[str], footer: str) -> str:
+    "The report template filled in: blocks are trusted HTML, everything else is escaped."
+    import mlwork
+    return _ENV.get_template('report.html.j2').render(
+        title=title, subtitle=subtitle, meta={k: _fmt(v) for k, v in meta.items()},
+        blocks=[jinja2.utils.markupsafe.Markup(b) for b in blocks], version=mlwork.__version__,
+        created=f'{utc_now():%Y-%m-%d %H:%M:%S} UTC', footer=footer)
+
+# %% ../nbs/00_foundation/03_report.ipynb #b6545e01
 class Report:
     "An HTML report built block by block; every method returns the report, so calls chain."
     def __init__(
@@ -100,7 +123,7 @@ class Report:
         title: str,  # The report's title
         subtitle: str | None = None,  # One line under the title
         meta: Mapping[str, Any] | None = None,  # Shown under the title: run id, dataset version, …
-    ):
+    ) -> None:
         if not isinstance(title, str) or not title.strip():
             raise param_error('title', 'a non-empty string', title, owner='Report')
         self.title, self.subtitle = title, subtitle
@@ -124,11 +147,7 @@ class Report:
 
     def tiles(self, values: Mapping[str, Any], status: Mapping[str, str] | None = None) -> Report:
         "Headline numbers as tiles; `status` may mark a tile 'ok', 'warn' or 'bad'."
-        status = status or {}
-        items = ''.join(
-            f'<div class="tile {html.escape(status.get(k, ""))}"><div class="v">{html.escape(_fmt(v))}</div>'
-            f'<div class="k">{html.escape(k)}</div></div>' for k, v in values.items())
-        self.blocks.append(f'<div class="tiles">{items}</div>')
+        self.blocks.append(_tiles_html(values, status or {}))
         return self
 
     def table(self, rows: pl.DataFrame | Sequence[Mapping[str, Any]], *, max_rows: int = 50, caption: str | None = None) -> Report:
@@ -153,11 +172,7 @@ class Report:
 
     def to_html(self) -> str:
         "The whole report as one HTML document."
-        import mlwork
-        return _ENV.get_template('report.html.j2').render(
-            title=self.title, subtitle=self.subtitle, meta={k: _fmt(v) for k, v in self.meta.items()},
-            blocks=[jinja2.utils.markupsafe.Markup(b) for b in self.blocks], version=mlwork.__version__,
-            created=f'{utc_now():%Y-%m-%d %H:%M:%S} UTC', footer=self.footer)
+        return _document(self.title, self.subtitle, self.meta, self.blocks, self.footer)
 
     def save(self, path: str | Path) -> Path:
         "Write the report atomically; returns the absolute path."
@@ -169,7 +184,7 @@ class Report:
     def _repr_html_(self) -> str:
         return f'<div><h3>{html.escape(self.title)}</h3>' + ''.join(self.blocks) + '</div>'
 
-# %% ../nbs/00_foundation/03_report.ipynb #4a0c2028
+# %% ../nbs/00_foundation/03_report.ipynb #19117ad8
 def _short_dtype(t: pl.DataType) -> str:
     if isinstance(t, pl.Enum):
         return f'Enum({len(t.categories)} categories)'
@@ -182,6 +197,7 @@ def _fmt_extreme(v: Any) -> str | None:
         return f'{v:.6g}'
     return str(v)
 
+# %% ../nbs/00_foundation/03_report.ipynb #de1f3275
 def frame_schema(df: pl.DataFrame) -> pl.DataFrame:
     "One row per column: dtype, nulls, null share, distinct values, min and max (as text)."
     schema = {'column': pl.String, 'dtype': pl.String, 'nulls': pl.Int64, 'null_share': pl.Float64,

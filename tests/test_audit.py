@@ -185,3 +185,15 @@ def test_concurrent_processes(tmp_path):
     got = frame.select(pl.col('what').struct.field('writer'), pl.col('what').struct.field('i'))
     for k in range(n_procs):  # no lost lines, and each writer's entries in its own order
         assert got.filter(pl.col('writer') == f'w{k}')['i'].to_list() == list(range(n_each))
+
+
+def test_entry_hash_is_stable_across_releases():
+    "The hashed bytes are mlwork.checks.canonical_json: an entry hashed by an earlier release still has the same hash."
+    from mlwork.audit import entry_hash
+    from mlwork.checks import canonical_json
+    e = {'seq': 1, 'ts': '2024-06-01T12:00:00.000000+00:00', 'who': 'zoë', 'action': 'model.promote',
+         'what': {'model': 'credit', 'version': 3, 'metrics': {'auc': 0.8125, 'n': [1, 2.5, None, True]}, 'note': 'naïve → ok'},
+         'why': 'gate passed', 'prev_hash': '0' * 64}
+    known = '41290ec36acd3db030a9aafa83f58665d2e6aa26795228dab7e58d83c50fc893'  # computed by the release before the change
+    assert entry_hash(e) == known == entry_hash({**e, 'hash': 'ignored'})
+    assert hashlib.sha256(canonical_json(e)).hexdigest() == known

@@ -38,12 +38,12 @@ def test_no_command_prints_help_and_exits_2(cli):
     (['demo', '--rows', 'ten'], "expected an integer, got 'ten'"),
     (['demo', '--rows', '5'], 'expected an integer >= 1000, got 5'),
     (['datasets', 'export', 'credit'], 'the following arguments are required: OUT'),
-    (['datasets', 'export', 'iris', 'x.csv'], "The 'name' parameter of load_dataset must be one of acs, credit"),
-    (['datasets', 'export', 'credit', 'x.xlsx'], "The 'format' parameter of export_dataset"),
+    (['datasets', 'export', 'iris', 'x.csv'], "error: NAME must be one of acs, credit"),
+    (['datasets', 'export', 'credit', 'x.xlsx'], "error: --format (or the suffix of OUT) must be 'parquet' or 'csv'"),
     (['datasets', 'export', 'credit', 'x.csv', '--bias', '2'], 'expected a number in [0, 1], got 2.0'),
     (['datasets', 'export', 'credit', 'x.csv', '--drift', 'income'], '--drift expects FEATURE[,FEATURE]:MAGNITUDE'),
     (['datasets', 'export', 'credit', 'x.csv', '--drift', 'salary:0.5'], 'salary'),
-    (['datasets', 'export', 'acs', 'x.csv', '--years', '2020'], "The 'years' parameter of load_acs"),
+    (['datasets', 'export', 'acs', 'x.csv', '--years', '2020'], "error: --years must be a year or list of years among 2015"),
     (['datasets', 'export', 'acs', 'x.csv', '--pii'], "takes --rows and --years only"),
     (['datasets', 'show', 'iris'], "unknown dataset 'iris'"),
 ])
@@ -214,3 +214,66 @@ def test_train_register_promote_rollback_verify_card(cli, tmp_path):
     assert rep.code == 0 and rep.json() == {'removed': [], 'skipped': [], 'dry_run': False}, rep.err
     assert cli('models', 'repair', *home).code == 2                                   # --reason is required
     assert_one_line_error(cli('models', 'repair', 'nope', '--reason', 'x', *home), 2, 'nope')
+
+
+@pytest.mark.parametrize('args, contains', [
+    (['ingest', 'credit', 'adir'], '`adir` is a directory; expected a .parquet or .csv file to ingest.'),
+    (['ingest', 'credit', 'nope.csv'], 'no file at nope.csv; expected a .parquet or .csv file to ingest.'),
+    (['ingest', 'credit', 'notes.txt'], "`notes.txt` is not a .parquet or .csv file (suffix '.txt'); expected a .parquet or .csv file to ingest."),
+    (['ingest', 'Bad Name', 'a.csv'], 'error: NAME must be a dataset name'),
+    (['drift', 'a.csv', 'adir'], '`adir` is a directory; expected a .parquet or .csv file or a dataset name (NAME or NAME@VERSION) to compare.'),
+    (['drift', 'a.csv', 'gone.parquet'], 'no file at gone.parquet; expected a .parquet or .csv file or a dataset name (NAME or NAME@VERSION) to compare.'),
+    (['contract', 'infer', 'adir', '-o', 'new.yaml'], 'is a directory; expected a .parquet or .csv file or a dataset name (NAME or NAME@VERSION) to infer a contract from.'),
+    (['validate', 'adir', '--contract', 'c.yaml'], 'to validate.'),
+    (['profile', 'adir', '--out', 'p.bin'], 'to profile.'),
+    (['train', 'adir', '--target', 'y'], 'to train on.'),
+    (['drift', 'Not A Name', 'a.csv'], '`Not A Name` is neither a .parquet or .csv file nor a dataset name'),
+])
+def test_errors_speak_the_users_words(cli, tmp_path, args, contains):
+    """A directory is called a directory, the verb is the command's own, and the argument is named as typed."""
+    assert cli('init', '--home', 'ws').code == 0
+    (tmp_path / 'adir').mkdir()
+    (tmp_path / 'notes.txt').write_text('x')
+    (tmp_path / 'a.csv').write_text('x,y\n1,2\n')
+    (tmp_path / 'c.yaml').write_text('name: c\ncolumns: {}\n')
+    r = cli(*args, '--home', 'ws')
+    assert_one_line_error(r, 2, contains)
+    assert 'ingest' not in r.err or args[0] == 'ingest'
+    assert 'parameter of' not in r.err
+
+
+@pytest.mark.parametrize('var, value', [('MLWORK_LOG_LEVEL', 'loud'), ('MLWORK_LOG_FORMAT', 'xml')])
+def test_bad_environment_names_the_variable(cli, var, value):
+    r = cli('datasets', 'list', env={var: value})
+    assert_one_line_error(r, 2, f"{var} must be one of")
+    assert repr(value) in r.err and 'setup_logging' not in r.err
+    good = 'debug' if var == 'MLWORK_LOG_LEVEL' else 'json'   # any case, as before
+    assert cli('datasets', 'list', env={var: good}).code == 0
+
+
+def test_train_help_example_uses_the_real_target(cli):
+    r = cli('train', '--help')
+    assert r.code == 0 and '--target employed' in r.out and 'ESR' not in r.out
+
+
+@pytest.mark.parametrize('early_close', [False, True])
+def test_broken_pipe_exits_0_quietly(cli, tmp_path, early_close):
+    """`mlwork drift ... --json | head -c 100`: the reader goes away; mlwork exits 0 with nothing on stderr."""
+    import subprocess
+    import numpy as np
+    from conftest import MLWORK, clean_env
+    rng = np.random.default_rng(0)
+    wide = {f'x{i:03d}': rng.normal(size=300) for i in range(150)}   # JSON far larger than a pipe's buffer
+    pl.DataFrame(wide).write_parquet(tmp_path / 'a.parquet')
+    pl.DataFrame({k: v + 0.01 for k, v in wide.items()}).write_parquet(tmp_path / 'b.parquet')
+    p = subprocess.Popen([str(MLWORK), 'drift', 'a.parquet', 'b.parquet', '--json'], cwd=tmp_path, env=clean_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    if early_close:
+        p.stdout.close()                                # the reader is gone before the first byte
+    else:
+        head = p.stdout.read(100)                       # as `head -c 100`
+        assert head.startswith(b'{') and len(head) == 100
+        p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 0, err
+    assert err == ''

@@ -509,3 +509,43 @@ def test_repair_removes_what_a_killed_registration_left(tmp_path, empty_db, mode
     assert reg.repair(older_than=0, reason='again').removed == []          # idempotent
     assert reg.register(models[1], 'credit').version == 3                   # the registry works on; champion untouched
     assert reg.load('credit', 'champion').model_text() == models[0].model_text()
+
+
+_LIST_WITHOUT_MLFLOW = textwrap.dedent('''
+    import sys
+    from mlwork.core import NotFound
+    from mlwork.models.registry import Registry
+    reg = Registry(sys.argv[1])
+    assert len(reg.list()) == 0
+    try:
+        reg.show('credit')
+    except NotFound as e:
+        assert 'none yet' in str(e)
+    print('mlflow imported' if 'mlflow' in sys.modules else 'mlflow not imported')
+''')
+
+
+def test_an_empty_registry_answers_without_mlflow(tmp_path, empty_db, models):
+    "Listing an empty registry, or looking up a model that is not there, reads sqlite directly: no MLflow import."
+    fresh = init_workspace(tmp_path / 'fresh').workspace          # no database file at all
+    out = subprocess.run([sys.executable, '-c', _LIST_WITHOUT_MLFLOW, str(fresh.root)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'mlflow not imported' and not (fresh.path('models') / 'mlflow.db').exists()
+    ws = _workspace(tmp_path / 'ws', empty_db)                      # a database with no model
+    out = subprocess.run([sys.executable, '-c', _LIST_WITHOUT_MLFLOW, str(ws.root)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'mlflow not imported'
+    reg = Registry(ws)                                               # with a model, MLflow answers as before
+    reg.register(models[0], 'credit')
+    with pytest.raises(NotFound, match=r"No registered model 'fraud'; registered models: 'credit'"):
+        Registry(ws).show('fraud')
+    assert [v.version for v in Registry(ws).list().models['credit']] == [1]
+
+
+def test_publish_registers_with_card_and_promotes(reg, models):
+    m = train_model(generate('credit', n_rows=600, seed=5).frame, 'repaid', features=FEATURES, num_boost_round=30,
+                    early_stopping_rounds=5)
+    v = reg.publish(m, 'credit', alias='champion', description='trained on credit@1', reason='mlwork train')
+    assert v.aliases == ['champion'] and v.description == 'trained on credit@1'
+    assert v.metrics == {f'valid_{k}': x for k, x in m.validation_metrics().items()}
+    card = reg.card('credit', v.version)
+    assert card['name'] == 'credit' and card['metrics'][0]['set'] == 'validation'
+    assert reg.audit.entries()['action'].to_list()[-2:] == ['model.register', 'model.promote']

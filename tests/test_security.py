@@ -246,3 +246,23 @@ def test_encryption_round_trip_and_failures(ws, tmp_path, monkeypatch):
         data_key(ws)
     with pytest.raises(TypeError):
         pickle.dumps(key)
+
+
+def test_signatures_from_an_earlier_release_still_verify(tmp_path):
+    "The signed bytes are mlwork.checks.canonical_json: a sidecar written before the change verifies, and signs the same."
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from mlwork.checks import canonical_json
+    from mlwork.security import verify_file
+    kp = KeyPair(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
+    statement = {'format': 'mlwork-signature/1', 'algorithm': 'ed25519', 'key_id': kp.key_id, 'file': 'model.json', 'size': 5,
+                 'sha256': hashlib.sha256(b'hello').hexdigest(), 'name': 'credit', 'version': '3', 'metadata': {'run': 'é'},
+                 'signed_at': '2024-06-01T12:00:00+00:00'}
+    known = '8KWEXGEroAn+TaC/I7Z5pkdjjxCwgg3Y+2JYTG9AuN830q17qlf37b6P3840di95xIRBvEcq1fzK9jvIXp/KCw=='  # from the earlier release
+    assert kp.key_id == 'ed25519:56475aa75463474c'
+    assert hashlib.sha256(canonical_json(statement)).hexdigest() == 'e1f3797b7d2e450a717ff38d08fe7640841cc4f13d1e57bca6eb9ddebb544e64'
+    assert base64.b64encode(kp.sign(canonical_json(statement))).decode() == known
+    art = tmp_path / 'model.json'
+    art.write_bytes(b'hello')
+    sidecar_path(art).write_text(json.dumps({**statement, 'signature': known}, indent=1, sort_keys=True) + '\n')
+    v = verify_file(art, kp.public, name='credit', version=3)
+    assert (v.ok, v.key_id, v.metadata) == (True, kp.key_id, {'run': 'é'})

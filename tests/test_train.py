@@ -181,9 +181,14 @@ def test_sklearn_contract():
     est = LGBMTrainer(task='regression', params={'num_leaves': 7}, seed=4)
     twin = clone(est)
     assert twin.get_params() == est.get_params() and twin.params is not None
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError, match=r'This LGBMTrainer is not fitted yet: call `fit\(data, target\)` first\.'):
         est.predict(pl.DataFrame({'x': [1.0]}))
     assert not hasattr(est, 'booster_')
+    # every __init__ parameter is declared with its constraints
+    import inspect
+    assert list(inspect.signature(LGBMTrainer).parameters) == list(LGBMTrainer._parameter_constraints)
+    with pytest.raises(InvalidParameter, match="The 'num_boost_round' parameter of LGBMTrainer must be an int >= 1. Got 0 instead."):
+        LGBMTrainer(num_boost_round=0).fit(FRAME, 'y')
 
 
 FRAME = pl.DataFrame({'x': [0.1, 0.5, 0.9, 0.3, 0.7, 0.2] * 20, 'g': ['a', 'b'] * 60, 'y': [0, 1] * 60,
