@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Check the layer rule: no module imports from a higher layer, and no import cycles.
+"""Check the layer rule: no module imports from a higher layer, no import cycles, no private names across modules.
 
 A module's layer is the tens digit of the number of the notebook that exports it (DESIGN.md): `nbs/20_drift/20c_windows.ipynb`
 with `#| default_exp drift.windows` puts `mlwork.drift.windows` in layer 2. Every import of an mlwork module counts,
 at module level or inside a function, absolute or relative. The package's face (`mlwork/__init__.py`) sits above every
-layer; a module may read only `mlwork.__version__` or `mlwork.__file__` from it.
+layer; a module may read only `mlwork.__version__` or `mlwork.__file__` from it. A module never imports another
+module's private (`_name`) names: what is shared is public and documented where it is defined.
 
 Usage: python .ci/layers.py [REPO_ROOT]   (exit 0: the rule holds; 1: violations listed)
 """
@@ -122,6 +123,10 @@ def check(root: Path, lib: str = 'mlwork') -> list[str]:
                 continue
             if dep == module:
                 continue
+            private = sorted(n for n in names if n.startswith('_') and not n.startswith('__'))
+            if private:
+                problems.append(f'{path.relative_to(root)}:{line}: {module} imports private name(s) {", ".join(private)} '
+                                f'from {dep}: make them public (documented) where they are defined, or move them')
             graph[module].add(dep)
             dlayer, dnb = layers[dep]
             if dlayer > layer:

@@ -19,10 +19,10 @@ import polars as pl
 from .core import atomic_write, param_error, utc_now
 
 # %% auto #0
-__all__ = ['html_table', 'svg_figure', 'new_figure', 'Report', 'frame_schema']
+__all__ = ['format_value', 'html_table', 'svg_figure', 'new_figure', 'Report', 'frame_schema']
 
 # %% ../nbs/00_foundation/03_report.ipynb #75effa6f
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
     "A cell value as text: thousands separators for ints, 4 significant digits for floats."
     if v is None:
         return ''
@@ -57,7 +57,7 @@ def html_table(
         data, total = [tuple(r.get(c) for c in cols) for r in rows[:max_rows]], len(rows)
     head = ''.join(f'<th>{html.escape(str(c))}</th>' for c in cols)
     body = ''.join('<tr>' + ''.join(
-        f'<td class="num">{html.escape(_fmt(v))}</td>' if _is_num(v) else f'<td>{html.escape(_fmt(v))}</td>'
+        f'<td class="num">{html.escape(format_value(v))}</td>' if _is_num(v) else f'<td>{html.escape(format_value(v))}</td>'
         for v in r) + '</tr>' for r in data)
     notes = [caption] if caption else []
     if total > len(data):
@@ -103,7 +103,7 @@ _ENV = jinja2.Environment(loader=jinja2.PackageLoader('mlwork', 'templates'), au
 def _tiles_html(values: Mapping[str, Any], status: Mapping[str, str]) -> str:
     "Headline numbers as a row of tiles, each with an optional status class ('ok', 'warn', 'bad')."
     items = ''.join(
-        f'<div class="tile {html.escape(status.get(k, ""))}"><div class="v">{html.escape(_fmt(v))}</div>'
+        f'<div class="tile {html.escape(status.get(k, ""))}"><div class="v">{html.escape(format_value(v))}</div>'
         f'<div class="k">{html.escape(k)}</div></div>' for k, v in values.items())
     return f'<div class="tiles">{items}</div>'
 
@@ -111,7 +111,7 @@ def _document(title: str, subtitle: str | None, meta: Mapping[str, Any], blocks:
     "The report template filled in: blocks are trusted HTML, everything else is escaped."
     import mlwork
     return _ENV.get_template('report.html.j2').render(
-        title=title, subtitle=subtitle, meta={k: _fmt(v) for k, v in meta.items()},
+        title=title, subtitle=subtitle, meta={k: format_value(v) for k, v in meta.items()},
         blocks=[jinja2.utils.markupsafe.Markup(b) for b in blocks], version=mlwork.__version__,
         created=f'{utc_now():%Y-%m-%d %H:%M:%S} UTC', footer=footer)
 
@@ -157,7 +157,7 @@ class Report:
 
     def kv(self, mapping: Mapping[str, Any], caption: str | None = None) -> Report:
         "A two-column key/value table."
-        return self.table([{'key': k, 'value': v if _is_num(v) else _fmt(v)} for k, v in mapping.items()], caption=caption)
+        return self.table([{'key': k, 'value': v if _is_num(v) else format_value(v)} for k, v in mapping.items()], caption=caption)
 
     def figure(self, fig: Any, caption: str | None = None) -> Report:
         "A matplotlib figure, inline as SVG."

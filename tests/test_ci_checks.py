@@ -117,3 +117,10 @@ def test_a_module_without_a_notebook_fails(repo_copy):
     (repo_copy / 'mlwork' / 'stray.py').write_text('X = 1\n')
     r = layers(repo_copy)
     assert r.returncode == 1 and 'no notebook exports mlwork.stray' in r.stdout
+
+
+def test_a_private_name_imported_across_modules_fails(repo_copy):
+    rep = repo_copy / 'mlwork' / 'drift' / 'windows.py'
+    rep.write_text(rep.read_text() + '\nfrom ..report import _is_num\n')
+    r = layers(repo_copy)
+    assert r.returncode == 1 and 'mlwork.drift.windows imports private name(s) _is_num from mlwork.report' in r.stdout

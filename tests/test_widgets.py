@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 from mlwork.core import InvalidParameter
 from mlwork.drift.univariate import DriftDetector
 from mlwork.drift.report import DriftSummary, drift_report
-from mlwork.report import _fmt
+from mlwork.report import format_value
 from mlwork.synthetic import Drift, generate
 from mlwork.ui.panels import DriftPanel
 from mlwork.drift.windows import drift_over_time
@@ -37,7 +37,7 @@ def test_every_feature_shows_its_own_numbers(credit):
     for f in s.features:
         panel.select(f.name)
         v = panel.detail.value
-        assert f'<b>{f.name}</b>' in v and _fmt(f.result['statistic']) in v and _fmt(f.result['p_adjusted']) in v
+        assert f'<b>{f.name}</b>' in v and format_value(f.result['statistic']) in v and format_value(f.result['p_adjusted']) in v
         assert '<svg' in v and 'effect / threshold per window' in v
         assert ('badge bad">drift' in v) == f.drift
         shown.add(v)

@@ -19,7 +19,7 @@ from ..checks import Instance, Interval, check_param
 from ..core import DataError, InvalidParameter, atomic_write, param_error, utc_now
 from .univariate import DriftDetector, DriftResult
 from .windows import WindowedDrift
-from ..report import Report, _fmt
+from ..report import Report, format_value
 
 # %% auto #0
 __all__ = ['SUMMARY_SCHEMA_VERSION', 'SORTED_REUSE_LIMIT', 'reuse_sorted', 'FeatureSummary', 'DriftSummary', 'distribution_svg',
@@ -566,7 +566,7 @@ _STAT_ORDER = ('n', 'missing', 'mean', 'std', 'min', 'q05', 'q25', 'q50', 'q75',
 def _table(head: list[str], rows: list[list[Any]], cls: str = '') -> str:
     def cell(v: Any) -> str:
         num = isinstance(v, (int, float)) and not isinstance(v, bool)
-        return f'<td class="num">{html.escape(_fmt(v))}</td>' if num else f'<td>{html.escape(_fmt(v))}</td>'
+        return f'<td class="num">{html.escape(format_value(v))}</td>' if num else f'<td>{html.escape(format_value(v))}</td>'
     th = ''.join(f'<th>{html.escape(h)}</th>' for h in head)
     return (f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>'
             + ''.join('<tr>' + ''.join(cell(v) for v in r) + '</tr>' for r in rows) + '</tbody></table>')
@@ -640,9 +640,9 @@ def _overview_html(summary: DriftSummary) -> str:
     for i, f in enumerate(summary.features):
         r = f.result
         cells = [r.get('test'), r.get('statistic'), r.get('p_adjusted'), r.get('effect'), r.get('effect_value'), r.get('threshold'), f.ratio]
-        tds = ''.join(f'<td class="num">{html.escape(_fmt(v))}</td>' if isinstance(v, (int, float)) else f'<td>{html.escape(_fmt(v))}</td>' for v in cells)
+        tds = ''.join(f'<td class="num">{html.escape(format_value(v))}</td>' if isinstance(v, (int, float)) else f'<td>{html.escape(format_value(v))}</td>' for v in cells)
         rows.append(f'<tr class="{"drift" if f.drift else "stable"}"><td><a href="#f-{i}">{html.escape(f.name)}</a></td>'
-                    f'<td>{f.kind}</td>{tds}<td>{_badge(f)}</td><td class="num">{html.escape(_fmt(f.importance))}</td></tr>')
+                    f'<td>{f.kind}</td>{tds}<td>{_badge(f)}</td><td class="num">{html.escape(format_value(f.importance))}</td></tr>')
     th = ''.join(f'<th>{h}</th>' for h in head)
     return f'<table class="overview"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
