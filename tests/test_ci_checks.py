@@ -124,3 +124,46 @@ def test_a_private_name_imported_across_modules_fails(repo_copy):
     rep.write_text(rep.read_text() + '\nfrom ..report import _is_num\n')
     r = layers(repo_copy)
     assert r.returncode == 1 and 'mlwork.drift.windows imports private name(s) _is_num from mlwork.report' in r.stdout
+
+
+# The shape rule (.ci/shape.py): export cells at nbdev's size, an example after each definition, whole classes.
+SHAPE = REPO / '.ci' / 'shape.py'
+
+
+def shape(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SHAPE), str(root)], capture_output=True, text=True, timeout=120)
+
+
+def test_repository_keeps_the_shape():
+    r = shape(REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _add_cells(nb_path: Path, *sources: str) -> None:
+    def add(nb):
+        at = len(nb['cells']) - 1  # before the hidden nbdev_export() cell
+        for s in reversed(sources):
+            nb['cells'].insert(at, {'cell_type': 'code', 'execution_count': None, 'id': 'added', 'metadata': {},
+                                    'outputs': [], 'source': s.splitlines(keepends=True)})
+    edit_notebook(nb_path, add)
+
+
+def test_a_long_export_cell_fails(repo_copy):
+    body = '\n'.join(f'    x{i} = {i}' for i in range(85))
+    _add_cells(repo_copy / 'nbs' / '00_foundation' / '03_report.ipynb', f'#| export\ndef too_long():\n{body}\n    return x0', 'too_long()')
+    r = shape(repo_copy)
+    assert r.returncode == 1 and 'an export cell of 88 lines (at most 80) defining too_long' in r.stdout
+
+
+def test_a_definition_without_an_example_fails(repo_copy):
+    _add_cells(repo_copy / 'nbs' / '00_foundation' / '03_report.ipynb', '#| export\ndef lonely(): return 1', '#| export\ndef other(): return 2', 'other()')
+    r = shape(repo_copy)
+    assert r.returncode == 1 and 'lonely has no example after it' in r.stdout and 'other has no example' not in r.stdout
+
+
+def test_a_method_attached_after_the_class_fails(repo_copy):
+    mod = repo_copy / 'mlwork' / 'report.py'
+    mod.write_text(mod.read_text() + '\n\ndef _extra(self): return 1\nReport.extra = _extra\nsetattr(Report, "more", _extra)\n')
+    r = shape(repo_copy)
+    assert r.returncode == 1 and 'Report.extra is assigned after the class body' in r.stdout
+    assert 'setattr(...) at module level' in r.stdout
