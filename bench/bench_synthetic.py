@@ -29,7 +29,8 @@ def _faker_pii(rows: int, seed: int):
 
 
 def cases(rows: int, peer_rows: int, seed: int) -> list[Case]:
-    from mlwork.synthetic import Drift, LabelShift, generate, generate_pii
+    from mlwork.synthetic import Drift, LabelShift, generate
+    from mlwork.synthetic_pii import generate_pii
 
     def ours(name: str, **kw):
         return lambda: generate(name, n_rows=rows, seed=seed, **kw)

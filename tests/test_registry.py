@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from mlwork.core import ConflictError, InvalidParameter, NotFound, SignatureError, init_workspace
-from mlwork.models.registry import (ALIASES, ARTIFACT_PATH, MANIFEST_FILE, MODEL_FILE, Registry, default_tracking_uri)
+from mlwork.models.artifacts import MANIFEST_FILE, MODEL_FILE
+from mlwork.models.registry import ALIASES, ARTIFACT_PATH, Registry, default_tracking_uri
 from mlwork.security import keys_dir, sidecar_path
 from mlwork.synthetic import generate
 from mlwork.models.train import TrainedModel, train_model

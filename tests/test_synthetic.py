@@ -20,8 +20,9 @@ import pytest
 from scipy import stats
 
 from mlwork.core import InvalidParameter
-from mlwork.synthetic import (GENERATORS, PII_COLUMNS, Drift, LabelShift, SyntheticData, generate, generate_credit,
-                              generate_demand, generate_fraud, generate_pii)
+from mlwork.synthetic import (GENERATORS, Drift, LabelShift, SyntheticData, generate, generate_credit, generate_demand,
+                              generate_fraud)
+from mlwork.synthetic_pii import PII_COLUMNS, generate_pii
 
 ALPHA = 1e-6  # a check that must pass fails a correct generator with at most this chance
 Z = stats.norm.isf(ALPHA / 2)  # two-sided normal quantile for ALPHA (about 4.9)
