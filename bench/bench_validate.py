@@ -1,4 +1,4 @@
-"""mlwork.data.contracts against pandera's polars backend with equivalent rules, on a 25-column batch
+"""mlwork.data.validation against pandera's polars backend with equivalent rules, on a 25-column batch
 (20 numeric, 5 categorical) with failures of every row check injected in about 2 % of the rows.
 
 `python bench/run.py validate` times both sides. `python bench/bench_validate.py memory --rows N` measures
@@ -96,7 +96,7 @@ def _pandera(schema, frame):
 
 
 def cases(rows: int, peer_rows: int, seed: int) -> list[Case]:
-    from mlwork.data.contracts import validate
+    from mlwork.data.validation import validate
     contract = contract_for(seed)
     schema = pandera_schema(contract)
     out = []
@@ -115,7 +115,7 @@ def _memory_child(rows: int, seed: int, fail: str = '0.02') -> None:
     "Run in a fresh process: peak RSS of one validate call, sampled every 5 ms, against the batch's Arrow size."
     import gc, json, threading, time
     import psutil
-    from mlwork.data.contracts import validate
+    from mlwork.data.validation import validate
     contract = contract_for(seed)
     frame = make_batch(rows, seed, fail if fail == 'all' else float(fail))
     arrow = frame.estimated_size()

@@ -5,10 +5,11 @@ loaded on first use, so ``import mlwork`` stays fast and MLflow, LightGBM or why
 by the code that needs them. Subpackages, by layer (a module imports only from its own or lower layers):
 
 - foundations (00-09): ``mlwork.core``, ``mlwork.checks``, ``mlwork.security``, ``mlwork.audit``,
-  ``mlwork.report``, ``mlwork.synthetic``, ``mlwork.datasets``
-- data (10-19): ``mlwork.data`` (store, contracts, profile, quarantine)
-- drift and evaluation (20-29): ``mlwork.drift``, ``mlwork.evaluation``
-- models (30-39): ``mlwork.models`` (train, registry, card)
+  ``mlwork.report``, ``mlwork.synthetic_pii``, ``mlwork.synthetic``, ``mlwork.datasets``
+- data (10-19): ``mlwork.data`` (batches, store, contracts, validation, profile, quarantine, sources)
+- drift and evaluation (20-29): ``mlwork.drift`` (kernels, univariate, power, multivariate, windows, profiles,
+  alibi, estimate, report), ``mlwork.evaluation`` (metrics, explain)
+- models (30-39): ``mlwork.models`` (train, artifacts, registry, card)
 - panels (60-69): ``mlwork.ui``; the demo (80) and the command line (90): ``mlwork.demo``, ``mlwork.cli``
 
 This file is written by hand (nbdev keeps only its ``__version__`` line current).
@@ -31,8 +32,10 @@ _API: dict[str, str] = {
     **dict.fromkeys(['generate', 'SyntheticData'], '.synthetic'),
     **dict.fromkeys(['load_dataset', 'list_datasets', 'load_acs', 'acs_windows'], '.datasets'),
     # data
-    **dict.fromkeys(['DatasetStore', 'DatasetRef', 'parse_ref', 'load_batch'], '.data.store'),
-    **dict.fromkeys(['Contract', 'infer_contract', 'validate', 'ValidationReport'], '.data.contracts'),
+    **dict.fromkeys(['DatasetRef', 'parse_ref', 'load_batch'], '.data.batches'),
+    **dict.fromkeys(['DatasetStore', 'DatasetReader'], '.data.store'),
+    **dict.fromkeys(['Contract', 'infer_contract'], '.data.contracts'),
+    **dict.fromkeys(['validate', 'ValidationReport'], '.data.validation'),
     **dict.fromkeys(['Profile', 'profile_frame'], '.data.profile'),
     **dict.fromkeys(['validate_into_store', 'QuarantineRun'], '.data.quarantine'),
     # drift
@@ -78,10 +81,12 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names l
     from .core import (ConfigError, ConflictError, ContractViolation, DataError, InvalidParameter, MlworkError,
                        NotFittedError, NotFound, PermissionDenied, SignatureError, Workspace, get_logger, init_workspace,
                        open_workspace, setup_logging)
-    from .data.contracts import Contract, ValidationReport, infer_contract, validate
+    from .data.batches import DatasetRef, load_batch, parse_ref
+    from .data.contracts import Contract, infer_contract
     from .data.profile import Profile, profile_frame
     from .data.quarantine import QuarantineRun, validate_into_store
-    from .data.store import DatasetRef, DatasetStore, load_batch, parse_ref
+    from .data.store import DatasetReader, DatasetStore
+    from .data.validation import ValidationReport, validate
     from .datasets import acs_windows, list_datasets, load_acs, load_dataset
     from .demo import run_demo
     from .drift.estimate import CBPE, EstimateResult

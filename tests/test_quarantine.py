@@ -9,9 +9,11 @@ import polars as pl
 import pytest
 
 from mlwork.data.quarantine import validate_into_store
-from mlwork.data.store import DatasetStore, content_hash, quarantine_name
+from mlwork.data.batches import content_hash, quarantine_name
+from mlwork.data.store import DatasetStore
 from mlwork.synthetic import generate
-from mlwork.data.contracts import infer_contract, validate
+from mlwork.data.contracts import infer_contract
+from mlwork.data.validation import validate
 
 
 @pytest.fixture(scope='module')

@@ -22,7 +22,8 @@ import pytest
 
 import mlwork.data.store as store_mod
 from mlwork.core import ConflictError, DataError, InvalidParameter, NotFound
-from mlwork.data.store import DatasetRef, DatasetStore, DatasetVersion, content_hash, history_html, parse_ref
+from mlwork.data.batches import DatasetRef, content_hash, parse_ref
+from mlwork.data.store import DatasetStore, DatasetVersion, history_html
 from mlwork.synthetic import generate
 
 PY = sys.executable
@@ -81,7 +82,8 @@ def test_three_batches_history_time_travel_and_stable_hash(store, tmp_path):
     assert len(set(recorded)) == 3
     code = """
         import sys
-        from mlwork.data.store import DatasetStore, content_hash
+        from mlwork.data.batches import content_hash
+        from mlwork.data.store import DatasetStore
         from mlwork.synthetic import generate
         fresh = DatasetStore(sys.argv[1])
         print(fresh.ingest('again', generate('credit', n_rows=300, seed=11).frame).content_hash)

@@ -14,7 +14,8 @@ from sklearn.metrics import average_precision_score, r2_score, roc_auc_score
 
 from mlwork.core import DataError, InvalidParameter, NotFittedError, code_version
 from mlwork.datasets import load_acs
-from mlwork.data.store import DatasetStore, content_hash
+from mlwork.data.batches import content_hash
+from mlwork.data.store import DatasetStore
 from mlwork.synthetic import generate
 from mlwork.models.train import LGBMTrainer, TrainedModel, UnseenCategoryWarning, train_model
 

@@ -1,4 +1,4 @@
-"""System tests of mlwork.data.contracts: injected corruption lands in quarantine with the right reason, nothing is dropped,
+"""System tests of mlwork.data.validation: injected corruption lands in quarantine with the right reason, nothing is dropped,
 clean batches are not quarantined by blocking checks, bad inputs give clear errors, memory stays bounded."""
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 
 from mlwork.core import ConfigError, ContractViolation, DataError, InvalidParameter
 from mlwork.synthetic import generate
-from mlwork.data.contracts import ColumnRule, Contract, Freshness, infer_contract, validate
+from mlwork.data.contracts import ColumnRule, Contract, Freshness, infer_contract
+from mlwork.data.validation import validate
 
 N = 50_000
 NOW = dt.datetime(2025, 1, 1, 12)
@@ -314,7 +315,7 @@ def test_memory_bounded_on_a_million_rows():
 
 def test_reasons_capped_and_chunked(monkeypatch):
     "Every check fails on every row: max_reasons caps the list with a count, chunking changes nothing."
-    import mlwork.data.contracts as mv
+    import mlwork.data.validation as mv
     ref = pl.DataFrame({'id': range(100), **{f'x{i}': [float(j) for j in range(100)] for i in range(8)}})
     c = infer_contract(ref, key='id')
     bad = pl.DataFrame({'id': [0] * 3000, **{f'x{i}': [1e9 + j for j in range(3000)] for i in range(8)}})

@@ -125,7 +125,8 @@ def _validate_into(args: argparse.Namespace, contract: Any) -> tuple[dict[str, A
     return d, report
 
 def _validate(args: argparse.Namespace) -> Output:
-    from mlwork.data.contracts import Contract, validate
+    from mlwork.data.contracts import Contract
+    from mlwork.data.validation import validate
     from mlwork.data.sources import resolve_source
     contract = Contract.load(args.contract)
     if args.dataset:

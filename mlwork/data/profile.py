@@ -208,10 +208,49 @@ def profile_whylogs(df: pl.DataFrame) -> Profile:
     import whylogs as why
     return Profile(why.log(pandas=to_whylogs_pandas(df)).view())
 
-# %% ../../nbs/10_data/12_profile.ipynb #e4b861a0
-QUANTILES = (0.01, 0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95, 0.99)
-_META_COLUMNS, _META_DTYPES = 'mlwork.columns', 'mlwork.dtypes'
+# %% ../../nbs/10_data/12_profile.ipynb #2d5049d5
+QUANTILES = (0.01, 0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95, 0.99)  # The quantiles a summary reports (p01 … p99)
+_META_COLUMNS, _META_DTYPES = 'mlwork.columns', 'mlwork.dtypes'  # The view's metadata keys for column order and dtypes
 
+# %% ../../nbs/10_data/12_profile.ipynb #e62739f6
+def _column_order(view: DatasetProfileView) -> list[str]:
+    "The view's columns: in the order its metadata records, then any others sorted."
+    known = json.loads(view.metadata.get(_META_COLUMNS, '[]'))
+    present = view.get_columns()
+    return [c for c in known if c in present] + sorted(c for c in present if c not in known)
+
+def _row_count(view: DatasetProfileView) -> int:
+    "Rows profiled: the count of the first column (0 for a view without columns)."
+    cols = view.get_columns()
+    return int(next(iter(cols.values())).get_metric('counts').n.value) if cols else 0
+
+def _view_from_bytes(data: bytes) -> DatasetProfileView:
+    "A whylogs view from its binary format; `DataError` when the bytes are not one."
+    try:
+        return DatasetProfileView.deserialize(bytes(data))
+    except (DeserializationError, ValueError, OSError, IndexError, TypeError) as e:
+        msg = f'not a whylogs profile ({type(e).__name__}: {e})'
+        raise DataError(msg) from e
+
+def _view_from_file(path: Path) -> DatasetProfileView:
+    "A whylogs view from a file; `NotFound` when there is none, `DataError` naming the file when it is not a profile."
+    if not path.is_file():
+        msg = f'no profile at {path} (expected a whylogs .bin file written by Profile.save)'
+        raise NotFound(msg)
+    try:
+        return _view_from_bytes(path.read_bytes())
+    except DataError as e:
+        msg = f'{path} is {e}'
+        raise DataError(msg) from e.__cause__
+
+def _profile_html(profile: Profile) -> str:
+    "`Profile._repr_html_`: the headline and the main summary columns."
+    from mlwork.report import html_table
+    cols = ['column', 'dtype', 'count', 'nulls', 'min', 'p50', 'max', 'distinct_est', 'top']
+    return (f'<div><b>Profile</b> · {profile.n_rows:,} rows · {len(profile.columns)} columns'
+            + html_table(profile.summary().select(cols), max_rows=30) + '</div>')
+
+# %% ../../nbs/10_data/12_profile.ipynb #2de1daf6
 class Profile:
     "A mergeable dataset profile: a whylogs `DatasetProfileView` plus the column order and polars dtypes."
     def __init__(self, view: DatasetProfileView) -> None:
@@ -222,9 +261,7 @@ class Profile:
     @property
     def columns(self) -> list[str]:
         "Column names, in the order of the frame profiled first (whylogs itself keeps them sorted)."
-        known = json.loads(self.view.metadata.get(_META_COLUMNS, '[]'))
-        present = self.view.get_columns()
-        return [c for c in known if c in present] + sorted(c for c in present if c not in known)
+        return _column_order(self.view)
 
     @property
     def dtypes(self) -> dict[str, str]:
@@ -234,13 +271,10 @@ class Profile:
     @property
     def n_rows(self) -> int:
         "Rows profiled (the count of the first column)."
-        cols = self.view.get_columns()
-        return int(next(iter(cols.values())).get_metric('counts').n.value) if cols else 0
+        return _row_count(self.view)
 
     def merge(self, other: Profile) -> Profile:
         "The profile of both datasets together (sketches merged; neither profile is changed)."
-        if not isinstance(other, Profile):
-            raise param_error('other', 'a Profile', type(other).__name__, owner='Profile.merge')
         return Profile(_merge_views(self, other))
 
     def __add__(self, other: Profile) -> Profile:
@@ -258,11 +292,7 @@ class Profile:
     @classmethod
     def from_bytes(cls, data: bytes) -> Profile:
         "A profile from whylogs' binary format."
-        try:
-            return cls(DatasetProfileView.deserialize(bytes(data)))
-        except (DeserializationError, ValueError, OSError, IndexError, TypeError) as e:
-            msg = f'not a whylogs profile ({type(e).__name__}: {e})'
-            raise DataError(msg) from e
+        return cls(_view_from_bytes(data))
 
     def save(self, path: str | Path) -> Path:
         "Write the profile atomically in whylogs' binary format (`DatasetProfileView.read` opens it)."
@@ -271,15 +301,7 @@ class Profile:
     @classmethod
     def load(cls, path: str | Path) -> Profile:
         "Read a profile written by `save` (or by whylogs)."
-        path = Path(path)
-        if not path.is_file():
-            msg = f'no profile at {path} (expected a whylogs .bin file written by Profile.save)'
-            raise NotFound(msg)
-        try:
-            return cls.from_bytes(path.read_bytes())
-        except DataError as e:
-            msg = f'{path} is {e}'
-            raise DataError(msg) from e.__cause__
+        return cls(_view_from_file(Path(path)))
 
     def to_dict(self) -> dict[str, Any]:
         "The summary as plain JSON-ready data."
@@ -291,10 +313,7 @@ class Profile:
         return f'Profile({self.n_rows:,} rows, {len(self.columns)} columns)'
 
     def _repr_html_(self) -> str:
-        from mlwork.report import html_table
-        cols = ['column', 'dtype', 'count', 'nulls', 'min', 'p50', 'max', 'distinct_est', 'top']
-        return (f'<div><b>Profile</b> · {self.n_rows:,} rows · {len(self.columns)} columns'
-                + html_table(self.summary().select(cols), max_rows=30) + '</div>')
+        return _profile_html(self)
 
     def histogram(self, name: str, bins: int = 30) -> tuple[np.ndarray, np.ndarray] | None:
         "Approximate histogram `(edges, counts)` of a numeric column, from its KLL sketch (finite range)."
@@ -311,9 +330,11 @@ class Profile:
         "A standalone HTML `Report`: headline tiles, the summary table, a histogram or top-items bar per column."
         return _profile_page(self, title, bins=bins, max_plots=max_plots, meta=meta)
 
-# %% ../../nbs/10_data/12_profile.ipynb #5796def6
+# %% ../../nbs/10_data/12_profile.ipynb #0717e9cf
 def _merge_views(a: Profile, b: Profile) -> DatasetProfileView:
     "The merged whylogs view of two profiles, with their column orders and dtypes combined in its metadata."
+    if not isinstance(b, Profile):
+        raise param_error('other', 'a Profile', type(b).__name__, owner='Profile.merge')
     dtypes = dict(a.dtypes)
     for c, t in b.dtypes.items():
         seen = dtypes.get(c, '').split('|') if c in dtypes else []

@@ -19,9 +19,11 @@ import polars as pl
 from ..checks import Interval, check_param
 from ..core import DataError, param_error
 from ..report import html_table
-from .store import DatasetStore, DatasetVersion, check_name, quarantine_name
-from .contracts import (CHECKS_SCHEMA, Contract, as_text, batch_checks, check_lines, converted, failed_checks,
-                                   validate)
+from .batches import check_name, quarantine_name
+from .contracts import Contract
+from .store import DatasetStore, DatasetVersion
+from .validation import (CHECKS_SCHEMA, as_text, batch_checks, check_lines, converted, failed_checks,
+                                    validate)
 
 # %% auto #0
 __all__ = ['QuarantineRun', 'validate_into_store']

@@ -12,7 +12,8 @@ from typing import Any
 import polars as pl
 
 from ..core import DataError, InvalidParameter, NotFound, open_workspace
-from .store import DatasetRef, DatasetStore, load_batch, parse_ref
+from .batches import DatasetRef, load_batch, parse_ref
+from .store import DatasetStore
 
 # %% auto #0
 __all__ = ['FILE_SUFFIXES', 'check_batch_file', 'Source', 'resolve_source', 'read_source']

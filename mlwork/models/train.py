@@ -21,7 +21,8 @@ import polars as pl
 from ..checks import Constraint, Instance, Interval, Options, check_is_fitted, check_param, check_params, column_kind
 from ..core import (DataError, InvalidParameter, MlworkError, atomic_write, code_version, kv_html, get_logger,
                          package_versions, param_error, utc_now)
-from ..data.store import DatasetRef, DatasetStore, content_hash, parse_ref
+from ..data.batches import DatasetRef, content_hash, parse_ref
+from ..data.store import DatasetStore
 
 # %% auto #0
 __all__ = ['TASKS', 'SPLITS', 'CATEGORICAL_TYPES', 'LINEAGE_PACKAGES', 'BACKENDS', 'TRAIN_PARAMETERS', 'category_list',
