@@ -4,7 +4,8 @@ definitions.
 
 - every `#| export` cell has at most MAX_LINES lines;
 - an export cell that defines a public function or class is followed by a code cell that is not an export cell
-  (its example, which is also a test) before the next export cell;
+  (its example, which is also a test) before the next export cell that defines a public name (private helpers a
+  class delegates to may sit between the class and its example);
 - no class is assembled after the fact: in the exported modules, no module-level `Cls.name = ...` for a class defined
   there and no module-level `setattr(...)`.
 
@@ -47,8 +48,15 @@ def notebook_problems(nb_path: Path, root: Path) -> list[str]:
             out.append(f'{rel} cell {i}: an export cell of {n} lines (at most {MAX_LINES}) defining '
                        f'{", ".join(names) or "no public name"}: split it, or make methods delegate')
         if names:
-            nxt = code[k + 1][1] if k + 1 < len(code) else ''
-            if not nxt or EXPORT.match(nxt.split('\n', 1)[0]):
+            # its example may follow the private helpers it delegates to, but must come before the next public definition
+            example = False
+            for _, later in code[k + 1:]:
+                if not EXPORT.match(later.split('\n', 1)[0]):
+                    example = True
+                    break
+                if public_names(later):
+                    break
+            if not example:
                 out.append(f'{rel} cell {i}: {", ".join(names)} has no example after it (add a code cell that uses it)')
     return out
 
