@@ -9,7 +9,7 @@ by the code that needs them. Subpackages, by layer (a module imports only from i
 - data (10-19): ``mlwork.data`` (batches, store, contracts, validation, profile, quarantine, sources)
 - drift and evaluation (20-29): ``mlwork.drift`` (kernels, univariate, power, multivariate, windows, profiles,
   alibi, estimate, report), ``mlwork.evaluation`` (metrics, explain)
-- models (30-39): ``mlwork.models`` (train, artifacts, registry, card)
+- models (30-39): ``mlwork.models`` (train, artifacts, tracking, registry, card)
 - panels (60-69): ``mlwork.ui``; the demo (80) and the command line (90): ``mlwork.demo``, ``mlwork.cli``
 
 This file is written by hand (nbdev keeps only its ``__version__`` line current).

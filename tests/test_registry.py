@@ -15,7 +15,8 @@ import pytest
 
 from mlwork.core import ConflictError, InvalidParameter, NotFound, SignatureError, init_workspace
 from mlwork.models.artifacts import MANIFEST_FILE, MODEL_FILE
-from mlwork.models.registry import ALIASES, ARTIFACT_PATH, Registry, default_tracking_uri
+from mlwork.models.registry import ALIASES, Registry
+from mlwork.models.tracking import ARTIFACT_PATH, default_tracking_uri
 from mlwork.security import keys_dir, sidecar_path
 from mlwork.synthetic import generate
 from mlwork.models.train import TrainedModel, train_model
