@@ -23,7 +23,7 @@ from .batches import check_name, quarantine_name
 from .contracts import Contract
 from .store import DatasetStore, DatasetVersion
 from .validation import (CHECKS_SCHEMA, as_text, batch_checks, check_lines, converted, failed_checks,
-                                    validate)
+                                    validate, verdict_of)
 
 # %% auto #0
 __all__ = ['QuarantineRun', 'validate_into_store']
@@ -209,9 +209,7 @@ class QuarantineRun:
     @property
     def verdict(self) -> str:
         "'blocked' (no valid row written), 'passed with warnings' or 'passed'."
-        if self.blocking:
-            return 'blocked'
-        return 'passed with warnings' if self.failed.filter(pl.col('severity') == 'warn').height else 'passed'
+        return verdict_of(self.blocking, self.failed)
 
     def summary(self) -> dict[str, Any]:
         "The headline numbers and the versions written."

@@ -19,8 +19,8 @@ from .contracts import ColumnRule, Contract, dtype_name, parse_duration
 from ..report import Report, html_table, new_figure
 
 # %% auto #0
-__all__ = ['CHECKS_SCHEMA', 'as_text', 'converted', 'batch_checks', 'failed_checks', 'check_lines', 'ValidationReport',
-           'validate']
+__all__ = ['CHECKS_SCHEMA', 'as_text', 'converted', 'batch_checks', 'failed_checks', 'check_lines', 'verdict_of',
+           'ValidationReport', 'validate']
 
 # %% ../../nbs/10_data/11b_validation.ipynb #72dc190e
 def as_text(
@@ -338,6 +338,20 @@ def check_lines(
             f"{r['failed_rows'] if r['failed_rows'] is not None else '':>9}  {r['detail']}"
             for r in failed.iter_rows(named=True)]
 
+# %% ../../nbs/10_data/11b_validation.ipynb #c0ffee00
+def verdict_of(
+    blocking: bool,  # Whether a blocking check failed
+    failed: pl.DataFrame,  # The failed checks (`failed_checks`)
+) -> str:
+    "A validation's verdict: 'blocked', 'passed with warnings' (a warn check failed) or 'passed'."
+    if blocking:
+        return 'blocked'
+    return 'passed with warnings' if failed.filter(pl.col('severity') == 'warn').height else 'passed'
+
+def _verdict_html(verdict: str) -> str:
+    color = {'blocked': '#b00020', 'passed with warnings': '#a15c00'}.get(verdict, '#1b7a3a')
+    return f'<b style="color:{color}">{verdict}</b>'
+
 # %% ../../nbs/10_data/11b_validation.ipynb #08093099
 @dataclass
 class ValidationReport:
@@ -359,7 +373,7 @@ class ValidationReport:
     @property
     def verdict(self) -> str:
         "'blocked', 'passed with warnings' or 'passed'."
-        return _verdict(self.blocking, self.failed)
+        return verdict_of(self.blocking, self.failed)
 
     def summary(self) -> dict[str, Any]:
         "The headline numbers."
@@ -418,16 +432,6 @@ class ValidationReport:
         return _validation_page(self, title, examples)
 
 # %% ../../nbs/10_data/11b_validation.ipynb #d0be119e
-def _verdict(blocking: bool, failed: pl.DataFrame) -> str:
-    "'blocked', 'passed with warnings' (a warn check failed) or 'passed'."
-    if blocking:
-        return 'blocked'
-    return 'passed with warnings' if failed.filter(pl.col('severity') == 'warn').height else 'passed'
-
-def _verdict_html(verdict: str) -> str:
-    color = {'blocked': '#b00020', 'passed with warnings': '#a15c00'}.get(verdict, '#1b7a3a')
-    return f'<b style="color:{color}">{verdict}</b>'
-
 def _blocking_lines(bad: pl.DataFrame) -> list[str]:
     "One line per failed blocking check, for `ContractViolation`."
     lines = []
