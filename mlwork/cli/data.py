@@ -16,15 +16,31 @@ from ..core import open_workspace
 # %% auto #0
 __all__ = ['add_ingest', 'add_history', 'add_contract', 'add_validate', 'add_profile', 'register']
 
-# %% ../../nbs/90_cli/92_data.ipynb #b17f9e00
+# %% ../../nbs/90_cli/92_data.ipynb #293d7820
 _INGEST_WORDS = {'name': 'NAME', 'data': 'FILE', 'mode': '--mode', 'schema_policy': '--schema-policy',
                  'message': '--message', 'user': '--user'}
 
+def _file_columns(path: Path) -> list[str] | None:
+    "The column names of a batch file, from its header or footer (None when they cannot be read: ingest says why)."
+    import polars as pl
+    try:
+        lf = pl.scan_parquet(path) if path.suffix.lower() == '.parquet' else pl.scan_csv(path, infer_schema=False)
+        return lf.collect_schema().names()
+    except Exception:
+        return None
+
 def _ingest(args: argparse.Namespace) -> Output:
+    from mlwork.data.batches import check_name
     from mlwork.data.sources import check_batch_file
+    from mlwork.data.validation import check_column_names
     path = check_batch_file(args.file, verb='ingest')
-    v = open_store(args.home).ingest(args.name, path, mode=args.mode, schema_policy=args.schema_policy,
-                                     message=args.message, user=args.user)
+    store = open_store(args.home)
+    if (names := _file_columns(path)) is not None:  # names differing only in case: refused before the write
+        table = store.read(args.name, lazy=True).collect_schema().names() if store.exists(check_name(args.name)) else []
+        check_column_names(names, [] if args.mode == 'overwrite' else table, where=str(path),
+                           known_as=f"dataset `{args.name}`'s")
+    v = store.ingest(args.name, path, mode=args.mode, schema_policy=args.schema_policy,
+                     message=args.message, user=args.user)
     d = v.to_dict()
     new = f", new columns {d['added_columns']}" if d['added_columns'] else ''
     return d, (f"{d['ref']}: {d['operation']} of {d['rows']:,} rows × {len(d['columns'])} columns, "
@@ -106,16 +122,15 @@ def _validation_lines(d: dict[str, Any]) -> list[str]:
         lines.append(f"  already stored by an earlier run of this same batch, not written again: {', '.join(d['reused'])}")
     return lines
 
-# %% ../../nbs/90_cli/92_data.ipynb #6da92da4
-def _validate_into(args: argparse.Namespace, contract: Any) -> tuple[dict[str, Any], Any]:
-    "Validate into `args.dataset` (a Parquet file streamed); the result and its report."
+# %% ../../nbs/90_cli/92_data.ipynb #36380167
+def _validate_into(args: argparse.Namespace, src: Any, contract: Any) -> tuple[dict[str, Any], Any]:
+    "Validate into `args.dataset` (a file streamed chunk by chunk); the result and its report."
     from mlwork.data.quarantine import validate_into_store
-    from mlwork.data.sources import resolve_source
     from mlwork.report import Report
+    ws = open_workspace(args.home)
     store = open_store(args.home)
-    src = resolve_source(args.source, store=store, verb='validate')
-    batch = src.path if src.path is not None and src.path.suffix.lower() == '.parquet' else src.read()
-    run = validate_into_store(batch, contract, store, args.dataset, message=f'validated {src}')
+    batch = src.path if src.path is not None else src.read()
+    run = validate_into_store(batch, contract, store, args.dataset, message=f'validated {src}', scratch_root=ws.root)
     d = {'source': str(src), **run.to_dict()}
     report = (Report(f'Validation of {src}', f'contract {contract.name!r}, into dataset {args.dataset!r}')
               .tiles({'rows': d['rows'], 'valid': d['valid_rows'], 'quarantined': d['quarantined_rows'],
@@ -124,16 +139,29 @@ def _validate_into(args: argparse.Namespace, contract: Any) -> tuple[dict[str, A
               .table(run.checks, caption='every check'))
     return d, report
 
+def _scratch_root(home: str | None) -> Path | None:
+    "The workspace's root, for scratch folders; None when there is no workspace (a file validated on its own)."
+    from mlwork.core import NotFound
+    try:
+        return open_workspace(home).root
+    except NotFound:
+        return None
+
 def _validate(args: argparse.Namespace) -> Output:
+    from mlwork.data.batches import check_name
     from mlwork.data.contracts import Contract
+    from mlwork.data.quarantine import read_batch
     from mlwork.data.validation import validate
     from mlwork.data.sources import resolve_source
+    if args.dataset:
+        check_name(args.dataset)
+    src = resolve_source(args.source, home=args.home, verb='validate')
     contract = Contract.load(args.contract)
     if args.dataset:
-        d, report = _validate_into(args, contract)
+        d, report = _validate_into(args, src, contract)
     else:
-        src = resolve_source(args.source, home=args.home, verb='validate')
-        rep = validate(src.read(), contract)
+        frame = src.read() if src.path is None else read_batch(src.path, contract, scratch_root=_scratch_root(args.home))
+        rep = validate(frame, contract)
         d, report = {'source': str(src), **rep.to_dict()}, rep.to_report(f'Validation of {src}')
     if args.report:
         d['report'] = str(report.save(args.report))
@@ -142,10 +170,10 @@ def _validate(args: argparse.Namespace) -> Output:
         raise CommandFailed(d, text)
     return d, text
 
-# %% ../../nbs/90_cli/92_data.ipynb #5021b666
+# %% ../../nbs/90_cli/92_data.ipynb #ac1771d0
 def add_validate(sub: Any) -> None:
     "`mlwork validate SOURCE --contract FILE [--dataset NAME]`."
-    c = add_command(sub, 'validate', _validate, words={'dataset': '--dataset'},
+    c = add_command(sub, 'validate', _validate, words={'dataset': '--dataset', 'name': '--dataset'},
                     help='validate a batch against a contract; quarantine failing rows',
                     description='Validate a batch against a contract. Every failing row gets its reasons; with --dataset, '
                                 'failing rows go to NAME__quarantine and valid rows (unless blocked) become a new version of NAME.',

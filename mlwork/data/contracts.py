@@ -19,8 +19,8 @@ from ..checks import Interval, check_param
 from ..core import ConfigError, NotFound, atomic_write, param_error
 
 # %% auto #0
-__all__ = ['CHECKS', 'SEVERITIES', 'DTYPE_NAMES', 'CONTRACT_HEADER', 'CONTRACT_VERSION', 'default_severity', 'dtype_name',
-           'parse_dtype', 'ColumnRule', 'parse_duration', 'Freshness', 'Contract', 'infer_contract']
+__all__ = ['CHECKS', 'SEVERITIES', 'DTYPE_NAMES', 'MATERIALITY_KINDS', 'CONTRACT_HEADER', 'CONTRACT_VERSION', 'default_severity',
+           'dtype_name', 'parse_dtype', 'ColumnRule', 'parse_duration', 'Freshness', 'Contract', 'infer_contract']
 
 # %% ../../nbs/10_data/11a_contracts.ipynb #8cd1c143
 CHECKS: dict[str, tuple[str, str, str]] = {
@@ -91,7 +91,9 @@ def parse_dtype(
     msg = f"one of {', '.join(DTYPE_NAMES)}"
     raise ValueError(msg)
 
-# %% ../../nbs/10_data/11a_contracts.ipynb #df776e6e
+# %% ../../nbs/10_data/11a_contracts.ipynb #ac03436e
+MATERIALITY_KINDS = ('numeric', 'categorical')  # normalised Wasserstein distance, total variation distance
+
 class _Problem(Exception):
     "An inconsistency in a contract: `field` (dotted path) and what is wrong with it."
     def __init__(self, field: str, text: str):
@@ -102,6 +104,14 @@ def _found(v: Any) -> str:
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+def _check_bar(v: Any, where: str, categorical: bool) -> float:
+    "A materiality bar, checked: a positive finite number, at most 1 for a total variation (`categorical`)."
+    if not _is_num(v) or not math.isfinite(v) or v <= 0:
+        raise _Problem(where, f'must be a positive number, e.g. 0.1 ({_found(v)})')
+    if categorical and v > 1:
+        raise _Problem(where, f'is a total variation distance, at most 1 ({_found(v)})')
+    return float(v)
 
 def _check_severity(sev: Any, where: str, *, column: bool) -> dict[str, str]:
     "The severity overrides `sev`, checked (`where` is its field path; `column`: a column's own overrides)."
@@ -119,7 +129,7 @@ def _check_severity(sev: Any, where: str, *, column: bool) -> dict[str, str]:
             raise _Problem(f'{where}.type', "cannot be 'off': values that do not convert would be lost")
     return dict(sev)
 
-# %% ../../nbs/10_data/11a_contracts.ipynb #72b175d9
+# %% ../../nbs/10_data/11a_contracts.ipynb #b9161af0
 @dataclass
 class ColumnRule:
     "What one column of a batch must look like."
@@ -135,6 +145,7 @@ class ColumnRule:
     unique: bool = False  # True: repeated values are quarantined (`unique`)
     finite: bool = True  # Float columns: NaN, inf and -inf are quarantined (`finite`)
     severity: dict[str, str] = field(default_factory=dict)  # Per-check overrides for this column
+    materiality: float | None = None  # Drift: the smallest effect that matters (normalised Wasserstein or total variation)
 
     def __post_init__(self) -> None:
         try:
@@ -163,9 +174,11 @@ class ColumnRule:
             d['finite'] = False
         if self.severity:
             d['severity'] = {c: self.severity[c] for c in CHECKS if c in self.severity}
+        if self.materiality is not None:
+            d['materiality'] = self.materiality
         return d
 
-# %% ../../nbs/10_data/11a_contracts.ipynb #04aa787e
+# %% ../../nbs/10_data/11a_contracts.ipynb #3a451370
 def _check_rule(rule: ColumnRule, w: str) -> None:
     "Raise `_Problem` naming the field (under the path `w`) of the first inconsistency of `rule`."
     if not isinstance(rule.name, str) or not rule.name:
@@ -207,6 +220,9 @@ def _check_rule(rule: ColumnRule, w: str) -> None:
     rule.severity = _check_severity(rule.severity, f'{w}.severity', column=True)
     if isinstance(dtype, pl.Enum) and rule.severity.get('category') == 'off':
         raise _Problem(f'{w}.severity.category', "cannot be 'off' for an Enum column: unseen values would be lost")
+    if rule.materiality is not None:
+        categorical = not (dtype.is_numeric() or dtype.is_temporal())
+        rule.materiality = _check_bar(rule.materiality, f'{w}.materiality', categorical)
 
 # %% ../../nbs/10_data/11a_contracts.ipynb #23aff8ad
 _DURATION = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$')
@@ -229,7 +245,7 @@ class Freshness:
     column: str  # A Date or Datetime column of the contract
     max_age: str = '1d'  # e.g. 30m, 36h, 2d, 1w
 
-# %% ../../nbs/10_data/11a_contracts.ipynb #ff312698
+# %% ../../nbs/10_data/11a_contracts.ipynb #a2fe9ae9
 @dataclass
 class Contract:
     "A data contract: the columns a batch must have, their rules, and batch-wide expectations."
@@ -240,6 +256,7 @@ class Contract:
     severity: dict[str, str] = field(default_factory=dict)  # Check -> 'warn' | 'block' | 'off'; defaults filled in
     name: str = 'contract'  # What the contract is for, e.g. the dataset's name
     description: str = ''  # A sentence for the people who review it
+    default_materiality: dict[str, float] = field(default_factory=dict)  # Drift bars per kind: 'numeric', 'categorical'
 
     def __post_init__(self) -> None:
         try:
@@ -259,6 +276,14 @@ class Contract:
             return rule.severity[check]
         return self.severity[check]
 
+    def materiality(self) -> dict[str, float]:
+        "Column -> its drift materiality bar, for the columns that set one (`columns.X.materiality`)."
+        return {c: r.materiality for c, r in self.columns.items() if r.materiality is not None}
+
+    def materiality_defaults(self) -> dict[str, float]:
+        "Kind ('numeric', 'categorical') -> the drift materiality bar for columns without their own (top-level `materiality`)."
+        return dict(self.default_materiality)
+
     def to_yaml(self) -> str:
         "The contract as YAML for people: a comment block explaining the fields, then the fields in a stable order."
         return _contract_to_yaml(self)
@@ -277,13 +302,20 @@ class Contract:
         "Read a contract from a YAML file."
         return _load_contract(Path(path))
 
-# %% ../../nbs/10_data/11a_contracts.ipynb #ef745255
+# %% ../../nbs/10_data/11a_contracts.ipynb #4e5a0b71
 def _check_contract(c: Contract) -> None:
     "Raise `_Problem` naming the field of the first inconsistency of `c`; normalise `key`, `row_count`, `severity`."
     if not isinstance(c.name, str) or not c.name:
         raise _Problem('name', f'must be a non-empty string ({_found(c.name)})')
     if not isinstance(c.columns, dict):
         raise _Problem('columns', f'must be a mapping of column name to rule ({_found(c.columns)})')
+    if not c.columns:
+        raise _Problem('columns', 'is empty: a contract names at least one column (an empty one would pass every batch)')
+    folded: dict[str, str] = {}
+    for name in c.columns:
+        if isinstance(name, str) and (twin := folded.setdefault(name.casefold(), name)) != name:
+            raise _Problem('columns', f'names {twin!r} and {name!r}, which differ only in case; a Delta table '
+                                      'cannot hold both: rename one')
     for name, rule in c.columns.items():
         if not isinstance(rule, ColumnRule):
             raise _Problem(f'columns.{name}', f'must be a ColumnRule ({_found(rule)})')
@@ -325,8 +357,14 @@ def _check_contract(c: Contract) -> None:
     c.severity = {**default_severity(), **sev}
     if not isinstance(c.description, str):
         raise _Problem('description', f'must be a string ({_found(c.description)})')
+    if not isinstance(c.default_materiality, dict):
+        raise _Problem('materiality', f'must be a mapping {{numeric: bar, categorical: bar}} ({_found(c.default_materiality)})')
+    for kind, bar in c.default_materiality.items():
+        if kind not in MATERIALITY_KINDS:
+            raise _Problem(f'materiality.{kind}', f"is not a column kind; expected one of {', '.join(MATERIALITY_KINDS)}")
+        c.default_materiality[kind] = _check_bar(bar, f'materiality.{kind}', kind == 'categorical')
 
-# %% ../../nbs/10_data/11a_contracts.ipynb #334beebe
+# %% ../../nbs/10_data/11a_contracts.ipynb #ce4ef20f
 CONTRACT_HEADER = '''\
 # mlwork data contract: what every batch of this dataset must look like.
 # Written by mlwork (infer_contract / Contract.save); edit it by hand and review changes in git.
@@ -336,6 +374,8 @@ CONTRACT_HEADER = '''\
 #   row_count           {min, max}: how many rows a batch must have (null: no bound)
 #   freshness           {column, max_age}: the newest time in `column` is at most max_age old (30m, 36h, 2d, 1w)
 #   severity            per check: block (the batch is blocked), warn (reported only) or off (not run)
+#   materiality         drift bars per kind, {numeric: 0.1, categorical: 0.05}: the smallest effect that matters
+#                       (normalised Wasserstein distance for numeric columns, total variation for categorical ones)
 #   columns             one entry per column, in the order batches have them:
 #     dtype             polars type: Int64, Float64, String, Boolean, Date, Datetime, Datetime(us, UTC), Enum, ...
 #     nullable          false: a row with a null here is quarantined (check not_null)
@@ -346,14 +386,18 @@ CONTRACT_HEADER = '''\
 #     unique            true: every row holding a repeated value is quarantined (check unique)
 #     finite            float columns: NaN, inf and -inf are quarantined (check finite); default true
 #     severity          overrides of the severities for this column only, e.g. {outlier: block}
+#     materiality       this column's drift bar (overrides the top-level one for its kind)
 #
 # Row checks (type, not_null, finite, range, category, outlier, unique, duplicate_key) move the failing rows
 # to quarantine, each with its reasons; batch checks (missing_column, extra_column, dtype, null_rate,
 # row_count, freshness) quarantine nothing. Any failed check whose severity is block blocks the batch.
+# An extra column (not named here) is kept in the valid rows (check extra_column); the dataset gains it and
+# later batches without it get nulls there. Set extra_column: block to refuse such batches instead.
 '''
 
-_TOP_KEYS = ('version', 'name', 'description', 'key', 'row_count', 'freshness', 'severity', 'columns')
-_RULE_KEYS = ('dtype', 'nullable', 'max_null_rate', 'min', 'max', 'q_low', 'q_high', 'allowed', 'unique', 'finite', 'severity')
+_TOP_KEYS = ('version', 'name', 'description', 'key', 'row_count', 'freshness', 'severity', 'materiality', 'columns')
+_RULE_KEYS = ('dtype', 'nullable', 'max_null_rate', 'min', 'max', 'q_low', 'q_high', 'allowed', 'unique', 'finite', 'severity',
+              'materiality')
 CONTRACT_VERSION = 1
 
 class _Flow(list):
@@ -378,7 +422,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
-# %% ../../nbs/10_data/11a_contracts.ipynb #eba5b1bd
+# %% ../../nbs/10_data/11a_contracts.ipynb #6d9aeaa8
 def _contract_to_doc(c: Contract) -> dict[str, Any]:
     "The contract as a YAML document: fields in a fixed order, category lists on one line."
     cols = {}
@@ -387,11 +431,14 @@ def _contract_to_doc(c: Contract) -> dict[str, Any]:
         if 'allowed' in d:
             d['allowed'] = _Flow(d['allowed'])
         cols[name] = d
-    return {'version': CONTRACT_VERSION, 'name': c.name, 'description': c.description,
-            'key': _Flow(c.key) if c.key else None,
-            'row_count': None if c.row_count is None else {'min': c.row_count[0], 'max': c.row_count[1]},
-            'freshness': None if c.freshness is None else {'column': c.freshness.column, 'max_age': c.freshness.max_age},
-            'severity': dict(c.severity), 'columns': cols}
+    doc = {'version': CONTRACT_VERSION, 'name': c.name, 'description': c.description,
+           'key': _Flow(c.key) if c.key else None,
+           'row_count': None if c.row_count is None else {'min': c.row_count[0], 'max': c.row_count[1]},
+           'freshness': None if c.freshness is None else {'column': c.freshness.column, 'max_age': c.freshness.max_age},
+           'severity': dict(c.severity)}
+    if c.default_materiality:
+        doc['materiality'] = {k: c.default_materiality[k] for k in MATERIALITY_KINDS if k in c.default_materiality}
+    return {**doc, 'columns': cols}
 
 def _contract_to_yaml(c: Contract) -> str:
     "`Contract.to_yaml`: the comment block, then the document."
@@ -399,7 +446,7 @@ def _contract_to_yaml(c: Contract) -> str:
                      allow_unicode=True, width=110)
     return CONTRACT_HEADER + '\n' + body
 
-# %% ../../nbs/10_data/11a_contracts.ipynb #e97e4b41
+# %% ../../nbs/10_data/11a_contracts.ipynb #91689b51
 def _doc_to_contract(doc: Any, source: str) -> Contract:
     "A contract from a parsed YAML document, checked with the file's field paths; `ConfigError` naming `source`."
     def need_map(v: Any, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -433,7 +480,7 @@ def _doc_to_contract(doc: Any, source: str) -> Contract:
             rule = object.__new__(ColumnRule)  # built unchecked, then checked with the file's field paths
             rule.__dict__.update({'name': name, 'nullable': True, 'max_null_rate': None, 'min': None, 'max': None,
                                   'q_low': None, 'q_high': None, 'allowed': None, 'unique': False, 'finite': True,
-                                  'severity': {}, **body})
+                                  'severity': {}, 'materiality': None, **body})
             if rule.severity is None:
                 rule.severity = {}
             rule._check()
@@ -448,10 +495,12 @@ def _doc_to_contract(doc: Any, source: str) -> Contract:
             if 'column' not in fr:
                 raise _Problem('freshness.column', 'is missing')
             fr = Freshness(fr['column'], fr.get('max_age', '1d'))
+        bars = doc.get('materiality')
+        bars = {} if bars is None else need_map(bars, 'materiality', MATERIALITY_KINDS)
         contract = object.__new__(Contract)
         contract.__dict__.update({'columns': columns, 'key': doc.get('key'), 'row_count': rc, 'freshness': fr,
                                   'severity': doc.get('severity') or {}, 'name': doc.get('name') or 'contract',
-                                  'description': doc.get('description') or ''})
+                                  'description': doc.get('description') or '', 'default_materiality': bars})
         contract._check()
     except _Problem as e:
         msg = f'{source}: {e}'

@@ -42,7 +42,7 @@ def check_batch_file(
         raise DataError(msg)
     return p
 
-# %% ../../nbs/10_data/14_sources.ipynb #c16193fb
+# %% ../../nbs/10_data/14_sources.ipynb #2cc0fcfd
 @dataclass(frozen=True)
 class Source:
     "A batch's origin: a .parquet/.csv file, or a dataset reference in a store."
@@ -76,19 +76,19 @@ class Source:
         if self.path is not None:
             return load_batch(self.path)[0]
         store, ref = self._dataset()
-        frame = store.read(ref.name, version=ref.version)
+        frame = store.read(str(ref))  # 'name', 'name@V' or 'name#V' (the batch V added)
         return frame.collect() if isinstance(frame, pl.LazyFrame) else frame
 
     def to_dict(self) -> dict[str, Any]:
         return {'source': str(self), 'kind': 'file' if self.is_file else 'dataset'}
 
-# %% ../../nbs/10_data/14_sources.ipynb #c0467601
+# %% ../../nbs/10_data/14_sources.ipynb #e558a17e
 def _looks_like_file(text: str) -> bool:
     p = Path(text)
     return p.suffix.lower() in FILE_SUFFIXES or p.exists() or '/' in text or '\\' in text
 
 def resolve_source(
-    source: str | Path,  # A .parquet/.csv path, or a dataset reference 'name' / 'name@version'
+    source: str | Path,  # A .parquet/.csv path, or a dataset reference 'name' / 'name@version' / 'name#version'
     *,
     store: DatasetStore | None = None,  # The store dataset references are read from
     home: str | Path | None = None,  # Otherwise: the workspace folder (default `$MLWORK_HOME`, else ./.mlwork)
@@ -101,7 +101,7 @@ def resolve_source(
     try:
         ref = parse_ref(text)
     except InvalidParameter:
-        msg = (f"`{text}` is neither a .parquet or .csv file nor a dataset name (NAME or NAME@VERSION: lowercase "
+        msg = (f"`{text}` is neither a .parquet or .csv file nor a dataset name (NAME, NAME@VERSION or NAME#VERSION: lowercase "
                f"letters, digits, '_', '-', '.'); expected one of them to {verb}.")
         raise DataError(msg) from None
     if store is None:

@@ -20,7 +20,7 @@ from ..report import Report, html_table, new_figure
 
 # %% auto #0
 __all__ = ['CHECKS_SCHEMA', 'as_text', 'converted', 'batch_checks', 'failed_checks', 'check_lines', 'verdict_of',
-           'ValidationReport', 'validate']
+           'ValidationReport', 'check_column_names', 'validate']
 
 # %% ../../nbs/10_data/11b_validation.ipynb #72dc190e
 def as_text(
@@ -441,7 +441,30 @@ def _blocking_lines(bad: pl.DataFrame) -> list[str]:
         lines.append(f"  - {where}{r['check']}{rows}: {r['detail']}")
     return lines
 
-# %% ../../nbs/10_data/11b_validation.ipynb #aca5fccf
+# %% ../../nbs/10_data/11b_validation.ipynb #1c738ade
+def check_column_names(
+    names: list[str],  # The batch's column names
+    known: list[str] | None = None,  # Names the batch must not clash with: the contract's, the dataset's
+    *,
+    where: str = 'the batch',  # What `names` are, for the message
+    known_as: str = "the contract's",  # Whose `known` names are, for the message
+) -> None:
+    "Raise `DataError` when two names differ only in case, within `names` or against `known` (a Delta table cannot hold both)."
+    seen: dict[str, str] = {}
+    for n in names:
+        if (twin := seen.setdefault(n.casefold(), n)) != n:
+            msg = (f"{where} has columns `{twin}` and `{n}`, whose names differ only in case; a Delta table cannot "
+                   f"hold both. Rename one of them.")
+            raise DataError(msg)
+    exact = set(names)
+    for k in known or []:
+        other = seen.get(k.casefold())
+        if k not in exact and other is not None:
+            msg = (f"column `{other}` of {where} differs only in case from {known_as} column `{k}`; a Delta table "
+                   f"cannot hold both. Rename it to `{k}`.")
+            raise DataError(msg)
+
+# %% ../../nbs/10_data/11b_validation.ipynb #7c64305b
 def validate(
     batch: pl.DataFrame | pl.LazyFrame,  # The batch to check (a LazyFrame is collected once, streaming)
     contract: Contract,  # What the batch must look like
@@ -464,6 +487,7 @@ def validate(
         msg = (f"column `{clash[0]}` of the batch clashes with the quarantine table's own `{clash[0]}` column; "
                f"rename it before validating")
         raise DataError(msg)
+    check_column_names(batch.columns, list(contract.columns))
     n, schema = batch.height, batch.schema
     missing = [c for c in contract.columns if c not in schema]
     extra = [c for c in schema if c not in contract.columns]
