@@ -16,7 +16,7 @@ from ..core import open_workspace
 # %% auto #0
 __all__ = ['add_ingest', 'add_history', 'add_contract', 'add_validate', 'add_profile', 'register']
 
-# %% ../../nbs/90_cli/92_data.ipynb #293d7820
+# %% ../../nbs/90_cli/92_data.ipynb #50362557
 _INGEST_WORDS = {'name': 'NAME', 'data': 'FILE', 'mode': '--mode', 'schema_policy': '--schema-policy',
                  'message': '--message', 'user': '--user'}
 
@@ -42,6 +42,9 @@ def _ingest(args: argparse.Namespace) -> Output:
     v = store.ingest(args.name, path, mode=args.mode, schema_policy=args.schema_policy,
                      message=args.message, user=args.user)
     d = v.to_dict()
+    if d.get('reused'):  # exactly-once: a retried or concurrent load of the same batch writes nothing
+        return d, (f"batch {(d.get('batch_id') or '')[:12]}… is already stored as {d['ref']}; "
+                   f"not written again")
     new = f", new columns {d['added_columns']}" if d['added_columns'] else ''
     return d, (f"{d['ref']}: {d['operation']} of {d['rows']:,} rows × {len(d['columns'])} columns, "
                f"sha256 {(d['content_hash'] or '')[:12]}…{new}")
