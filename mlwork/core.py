@@ -26,12 +26,12 @@ from contextlib import contextmanager
 from typing import Any
 
 # %% auto #0
-__all__ = ['STORE_NAMES', 'DEFAULT_STORES', 'DEFAULT_CONFIG_TOML', 'LOG_LEVELS', 'LOG_FORMATS', 'CONFIG_FILE', 'SCRATCH', 'MASK',
+__all__ = ['STORE_NAMES', 'DEFAULT_STORES', 'DEFAULT_CONFIG_TOML', 'LOG_LEVELS', 'LOG_FORMATS', 'SCRATCH', 'CONFIG_FILE', 'MASK',
            'MlworkError', 'ConfigError', 'InvalidParameter', 'DataError', 'ContractViolation', 'NotFound',
            'ConflictError', 'NotFittedError', 'SignatureError', 'PermissionDenied', 'param_error', 'atomic_write',
            'sha256_file', 'utc_now', 'new_run_id', 'kv_html', 'package_versions', 'code_version', 'environment_info',
-           'WorkspaceConfig', 'parse_config', 'uri_scheme', 'resolve_uri', 'is_local', 'workspace_root', 'Workspace',
-           'open_workspace', 'InitResult', 'init_workspace', 'private_umask', 'scratch_dir', 'clean_scratch', 'redact',
+           'WorkspaceConfig', 'parse_config', 'uri_scheme', 'resolve_uri', 'is_local', 'private_umask', 'scratch_dir',
+           'clean_scratch', 'workspace_root', 'Workspace', 'open_workspace', 'InitResult', 'init_workspace', 'redact',
            'RedactingFilter', 'TextFormatter', 'JsonFormatter', 'get_logger', 'setup_logging', 'configure_logging']
 
 # %% ../nbs/00_foundation/00_core.ipynb #eb75b8bd
@@ -78,8 +78,10 @@ def param_error(
     msg = f"The {name!r} parameter{of} must be {expected}. Got {got!r} instead."
     return InvalidParameter(msg)
 
-# %% ../nbs/00_foundation/00_core.ipynb #e22187a9
+# %% ../nbs/00_foundation/00_core.ipynb #bed91014
 _UMASK = os.umask(0); os.umask(_UMASK)  # read once: os.umask can only be read by setting it
+_UMASK_LOCK = threading.RLock()
+_UMASK_DEPTH = [0]  # > 0 inside `private_umask` (below): files are then created 0600
 
 def atomic_write(
     path: str | Path,  # Destination file; its folder is created if missing
@@ -89,7 +91,7 @@ def atomic_write(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode('utf-8') if isinstance(data, str) else data
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~(0o077 if _UMASK_DEPTH[0] else _UMASK)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
         os.fchmod(fd, mode)  # mkstemp makes 0600 files; give the file the mode a plain open() would
@@ -173,7 +175,7 @@ def environment_info() -> dict[str, Any]:
             'code': code_version(),
             'packages': package_versions(['numpy', 'polars', 'matplotlib', 'jinja2'])}
 
-# %% ../nbs/00_foundation/00_core.ipynb #c2d1c782
+# %% ../nbs/00_foundation/00_core.ipynb #bf7e5334
 STORE_NAMES = ('data', 'profiles', 'models', 'predictions', 'runs', 'audit', 'reports')
 
 DEFAULT_STORES: dict[str, str] = {
@@ -212,12 +214,16 @@ format = "text"       # "text" for people, "json" for log collectors
 backend = "local"     # "local" or "dask"
 scheduler = ""        # Dask scheduler address when backend = "dask", e.g. "tcp://scheduler:8786"
 device = "cpu"        # "cpu", "gpu" or "auto"
+
+[security]
+trusted_keys = []     # signing key ids ("ed25519:…") this workspace accepts; `mlwork keys trust|revoke` edit it
+signing_key = ""      # a private key file kept outside the workspace (production); "" = keys/signing.key here
 '''
 
 LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')
 LOG_FORMATS = ('text', 'json')
 
-# %% ../nbs/00_foundation/00_core.ipynb #17d51f40
+# %% ../nbs/00_foundation/00_core.ipynb #354cdf2e
 @dataclass(frozen=True)
 class WorkspaceConfig:
     "A validated `mlwork.toml`."
@@ -228,12 +234,14 @@ class WorkspaceConfig:
     compute_backend: str = 'local'
     dask_scheduler: str = ''
     device: str = 'cpu'
+    trusted_keys: tuple[str, ...] = ()  # pinned signing key ids (see mlwork.security.trusted_key_ids)
+    signing_key: str = ''  # path of a private key held outside the workspace; '' = the workspace's own key
 
     def to_dict(self) -> dict[str, Any]:
         "The settings as a JSON-ready dict."
         return asdict(self)
 
-# %% ../nbs/00_foundation/00_core.ipynb #e8d44011
+# %% ../nbs/00_foundation/00_core.ipynb #c9f06630
 _SCHEMA: dict[str, dict[str, tuple[str, type, tuple | None]]] = {
     # section -> key -> (WorkspaceConfig field, type, allowed values)
     'workspace': {'name': ('name', str, None)},
@@ -242,7 +250,18 @@ _SCHEMA: dict[str, dict[str, tuple[str, type, tuple | None]]] = {
     'compute': {'backend': ('compute_backend', str, ('local', 'dask')),
                 'scheduler': ('dask_scheduler', str, None),
                 'device': ('device', str, ('cpu', 'gpu', 'auto'))},
+    'security': {'trusted_keys': ('trusted_keys', list, None), 'signing_key': ('signing_key', str, None)},
 }
+_KEY_ID = re.compile(r'ed25519:[0-9a-f]{16}')
+
+def _key_ids(val: list, source: str) -> tuple[str, ...]:
+    "The `[security] trusted_keys` list checked: key ids as `mlwork keys list` shows them."
+    bad = [v for v in val if not isinstance(v, str) or not _KEY_ID.fullmatch(v)]
+    if bad:
+        msg = (f"{source}: [security] trusted_keys must list key ids like 'ed25519:0123456789abcdef' "
+               f"(see `mlwork keys list`). Found {bad[0]!r}.")
+        raise ConfigError(msg)
+    return tuple(dict.fromkeys(val))
 
 def parse_config(
     text: str,  # The TOML text of an `mlwork.toml`
@@ -279,6 +298,8 @@ def parse_config(
                 raise ConfigError(msg)
             if section == 'stores':
                 stores[key] = val
+            elif typ is list:
+                values[attr] = _key_ids(val, source)
             else:
                 values[attr] = val
     # an empty scheduler with backend = "dask" means: start a LocalCluster
@@ -307,6 +328,81 @@ def resolve_uri(
 def is_local(uri: str) -> bool:
     "Whether `uri` names a folder on this machine."
     return uri_scheme(uri) == 'file'
+
+# %% ../nbs/00_foundation/00_core.ipynb #26e8d9ef
+@contextmanager
+def private_umask() -> Iterator[None]:
+    "Create files `0600` and folders `0700` inside the block, whatever the process umask is."
+    with _UMASK_LOCK:
+        old = os.umask(0o077)
+        _UMASK_DEPTH[0] += 1
+        try:
+            yield
+        finally:
+            _UMASK_DEPTH[0] -= 1
+            os.umask(old)
+
+# %% ../nbs/00_foundation/00_core.ipynb #55ff9ef5
+SCRATCH = 'tmp'
+_OWNER = 'owner.json'
+
+def _start_time(pid: int) -> str | None:
+    "The kernel's start time of process `pid` (Linux), so a reused pid is not taken for the owner."
+    try:
+        return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+def _alive(owner: dict[str, Any]) -> bool:
+    pid = owner.get('pid')
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    started = _start_time(pid)
+    return started is None or owner.get('started') in (None, started)
+
+@contextmanager
+def scratch_dir(
+    root: str | Path,  # The workspace root (or any folder that owns scratch space)
+    kind: str,  # What it is for, e.g. 'spill', 'register', 'append'; part of the folder's name
+) -> Iterator[Path]:
+    "A private folder under `<root>/tmp/` for the block; removed on exit, and by `clean_scratch` if its owner dies."
+    base = Path(root) / SCRATCH
+    with private_umask():
+        base.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f'{kind}-{os.getpid()}-', dir=base))
+        (path / _OWNER).write_text(json.dumps({'pid': os.getpid(), 'started': _start_time(os.getpid()), 'kind': kind}))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+def clean_scratch(
+    root: str | Path,  # The workspace root
+    dry_run: bool = False,  # Only report what would be removed
+) -> list[Path]:
+    "Remove scratch folders under `<root>/tmp/` whose owning process is gone; returns them."
+    base, gone = Path(root) / SCRATCH, []
+    for d in sorted(base.iterdir()) if base.is_dir() else []:
+        try:
+            owner = json.loads((d / _OWNER).read_text())
+        except (OSError, ValueError):
+            owner = {}
+        if not owner and d.is_dir() and _utc_age(d) < 60:
+            continue  # being created right now: the owner file is written just after the folder
+        if not _alive(owner):
+            gone.append(d)
+            if not dry_run:
+                shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
+    return gone
+
+def _utc_age(p: Path) -> float:
+    return time.time() - p.stat().st_mtime
 
 # %% ../nbs/00_foundation/00_core.ipynb #7dbf495f
 CONFIG_FILE = 'mlwork.toml'
@@ -385,7 +481,7 @@ class InitResult:
         what = f"created {len(self.created)} path(s)" if self.created else 'already initialised, left as it was'
         return f'<p>{what}</p>' + self.workspace._repr_html_()
 
-# %% ../nbs/00_foundation/00_core.ipynb #6cfbecb9
+# %% ../nbs/00_foundation/00_core.ipynb #5627054d
 def init_workspace(
     root: str | Path | None = None,  # Workspace folder; default `$MLWORK_HOME` or `./.mlwork`
 ) -> InitResult:
@@ -399,100 +495,23 @@ def init_workspace(
         msg = (f"Cannot create a workspace at {r}: the folder is not empty and has no {CONFIG_FILE}. "
                f"Choose an empty or new folder so nothing in it is mixed up with mlwork's stores.")
         raise ConfigError(msg)
-    if not r.exists():
-        r.mkdir(parents=True)
-        created.append(str(r))
-    cfg_path = r / CONFIG_FILE
-    if not cfg_path.exists():
-        atomic_write(cfg_path, DEFAULT_CONFIG_TOML)
-        created.append(str(cfg_path))
-    ws = Workspace(r, _read_config(r))
-    for store in STORE_NAMES:
-        if store == 'reports':
-            continue  # created when a report is written, where the run starts
-        uri = ws.uri(store)
-        if is_local(uri) and not Path(uri).exists():
-            Path(uri).mkdir(parents=True)
-            created.append(uri)
+    with private_umask():  # the workspace and its stores are the user's alone: folders 0700, files 0600
+        if not r.exists():
+            r.mkdir(parents=True)
+            created.append(str(r))
+        cfg_path = r / CONFIG_FILE
+        if not cfg_path.exists():
+            atomic_write(cfg_path, DEFAULT_CONFIG_TOML)
+            created.append(str(cfg_path))
+        ws = Workspace(r, _read_config(r))
+        for store in STORE_NAMES:
+            if store == 'reports':
+                continue  # created when a report is written, where the run starts
+            uri = ws.uri(store)
+            if is_local(uri) and not Path(uri).exists():
+                Path(uri).mkdir(parents=True)
+                created.append(uri)
     return InitResult(ws, created)
-
-# %% ../nbs/00_foundation/00_core.ipynb #c0462332
-_UMASK_LOCK = threading.RLock()
-_UMASK_DEPTH = [0]
-
-@contextmanager
-def private_umask() -> Iterator[None]:
-    "Create files `0600` and folders `0700` inside the block, whatever the process umask is."
-    with _UMASK_LOCK:
-        old = os.umask(0o077)
-        _UMASK_DEPTH[0] += 1
-        try:
-            yield
-        finally:
-            _UMASK_DEPTH[0] -= 1
-            os.umask(old)
-
-# %% ../nbs/00_foundation/00_core.ipynb #55ff9ef5
-SCRATCH = 'tmp'
-_OWNER = 'owner.json'
-
-def _start_time(pid: int) -> str | None:
-    "The kernel's start time of process `pid` (Linux), so a reused pid is not taken for the owner."
-    try:
-        return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-def _alive(owner: dict[str, Any]) -> bool:
-    pid = owner.get('pid')
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    started = _start_time(pid)
-    return started is None or owner.get('started') in (None, started)
-
-@contextmanager
-def scratch_dir(
-    root: str | Path,  # The workspace root (or any folder that owns scratch space)
-    kind: str,  # What it is for, e.g. 'spill', 'register', 'append'; part of the folder's name
-) -> Iterator[Path]:
-    "A private folder under `<root>/tmp/` for the block; removed on exit, and by `clean_scratch` if its owner dies."
-    base = Path(root) / SCRATCH
-    with private_umask():
-        base.mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix=f'{kind}-{os.getpid()}-', dir=base))
-        (path / _OWNER).write_text(json.dumps({'pid': os.getpid(), 'started': _start_time(os.getpid()), 'kind': kind}))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-def clean_scratch(
-    root: str | Path,  # The workspace root
-    dry_run: bool = False,  # Only report what would be removed
-) -> list[Path]:
-    "Remove scratch folders under `<root>/tmp/` whose owning process is gone; returns them."
-    base, gone = Path(root) / SCRATCH, []
-    for d in sorted(base.iterdir()) if base.is_dir() else []:
-        try:
-            owner = json.loads((d / _OWNER).read_text())
-        except (OSError, ValueError):
-            owner = {}
-        if not owner and d.is_dir() and _utc_age(d) < 60:
-            continue  # being created right now: the owner file is written just after the folder
-        if not _alive(owner):
-            gone.append(d)
-            if not dry_run:
-                shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
-    return gone
-
-def _utc_age(p: Path) -> float:
-    return time.time() - p.stat().st_mtime
 
 # %% ../nbs/00_foundation/00_core.ipynb #61349b2d
 _SECRET_KEY = re.compile(r'(pass(word)?|passwd|secret|token|api[_-]?key|access[_-]?key|credential|private[_-]?key|authorization)', re.I)

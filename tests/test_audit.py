@@ -105,17 +105,37 @@ def test_reordered_lines(log):
     assert v.first_bad_line == 4 and 'reordered or duplicated' in v.reason
 
 
-def test_truncated_at_the_end_needs_a_recorded_head(log):
+def test_truncated_at_the_end_is_found_by_the_checkpoints(log):
     head = log.head()
     write(log, lines(log)[:3])
-    assert log.verify().ok  # a hash chain cannot see removal of its last entries by itself...
+    assert verify_lines(log.path.read_bytes()).ok  # a hash chain cannot see removal of its last entries by itself...
+    v = log.verify()                                # ...the signed checkpoints beside the log can
+    assert (v.ok, v.tampered) == (False, True) and 'checkpoint records 5 entries' in v.reason
     v = log.verify(expected_head=head)
+    assert (v.ok, v.tampered) == (False, True) and 'removed' in v.reason
+    plain = AuditLog(tmp := log.path.with_name('plain.jsonl'))  # a log without a workspace: chain and expected head only
+    for i in range(3):
+        plain.append(f'step.{i}')
+    h = plain.head()
+    tmp.write_bytes(b''.join(tmp.read_bytes().splitlines(keepends=True)[:2]))
+    assert plain.verify().ok
+    v = plain.verify(expected_head=h)
     assert (v.ok, v.tampered) == (False, True) and 'removed from the end' in v.reason
+
+
+def drop_last_checkpoint(lg: AuditLog) -> None:
+    "What a writer killed before its checkpoint leaves: the checkpoints file without its last line."
+    cps = lg.checkpoints_path.read_bytes().splitlines(keepends=True)
+    lg.checkpoints_path.write_bytes(b''.join(cps[:-1]))
 
 
 def test_torn_last_write_is_not_tampering_and_next_append_repairs(log):
     good = log.path.read_bytes()
-    log.path.write_bytes(good[:-40])  # a writer died mid-line
+    log.path.write_bytes(good[:-40])  # a writer died mid-line...
+    v = log.verify()                  # ...under a checkpoint that covers the line: not a crash, a cut
+    assert (v.ok, v.torn, v.tampered, v.entries, v.first_bad_line) == (False, False, True, 4, 5)
+    assert 'torn line 5 that it covers' in v.reason
+    drop_last_checkpoint(log)         # as a real crash leaves it: no checkpoint for the torn entry
     v = log.verify()
     assert (v.ok, v.torn, v.tampered, v.entries, v.first_bad_line) == (False, True, False, 4, 5)
     assert 'incomplete write' in v.reason and 'torn last write' in v._repr_html_()
@@ -124,6 +144,7 @@ def test_torn_last_write_is_not_tampering_and_next_append_repairs(log):
     assert e.seq == 5 and log.verify().ok and oracle_chain_ok(log.path.read_bytes())
     aside = list(log.path.parent.glob('audit.jsonl.torn-*'))
     assert len(aside) == 1 and aside[0].read_bytes() == torn_bytes  # nothing lost: set aside, not deleted
+    assert aside[0].stat().st_mode & 0o777 == 0o600
 
 
 def test_complete_entry_missing_only_its_newline(log):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from mlwork.core import InvalidParameter, NotFound, PermissionDenied, SignatureError, init_workspace, setup_logging
+from mlwork.core import ConfigError, InvalidParameter, NotFound, PermissionDenied, SignatureError, init_workspace, setup_logging
 from mlwork.security import (KeyPair, PublicKey, ensure_signing_key, keys_dir, sidecar_path, sign_file, trust_key,
                              trusted_keys, verify_file)
 
@@ -266,3 +266,57 @@ def test_signatures_from_an_earlier_release_still_verify(tmp_path):
     sidecar_path(art).write_text(json.dumps({**statement, 'signature': known}, indent=1, sort_keys=True) + '\n')
     v = verify_file(art, kp.public, name='credit', version=3)
     assert (v.ok, v.key_id, v.metadata) == (True, kp.key_id, {'run': 'é'})
+
+
+def test_a_valid_signature_by_an_unpinned_key_is_refused(ws, tmp_path):
+    "The attack: change a signed model, re-sign it with your own key and drop that key in keys/ as vendor.pub."
+    from mlwork.security import check_signer, pin_keys, trusted_key_ids
+    own = ensure_signing_key(ws)
+    p = artifact(tmp_path)
+    sign_file(p, own, name='credit', version=3)
+    p.write_bytes(p.read_bytes()[:-1] + b'X')
+    attacker = KeyPair.generate()
+    sign_file(p, attacker, name='credit', version=3)
+    (keys_dir(ws) / 'vendor.pub').write_text(attacker.public.to_pem())
+    assert set(trusted_keys(ws)) == {own.key_id} and trusted_key_ids(ws) == {own.key_id}
+    with pytest.raises(SignatureError, match=rf"signed by key {attacker.key_id}, which is not in this workspace's trust list "
+                                             rf"\[{own.key_id}\]; trust it with `mlwork keys trust {attacker.key_id}"):
+        verify_file(p, ws, name='credit', version=3)
+    with pytest.raises(SignatureError, match="not in this workspace's trust list"):
+        check_signer(ws, attacker.key_id, "model 'credit' version 3")
+    pin_keys(ws, add=[attacker.key_id])            # trusting it on purpose is one explicit step
+    assert verify_file(p, ws).key_id == attacker.key_id
+
+
+def test_trust_list_from_the_environment_replaces_the_file(ws, tmp_path, monkeypatch):
+    from mlwork.security import pin_keys, trusted_key_ids
+    own = ensure_signing_key(ws)
+    p = artifact(tmp_path)
+    sign_file(p, own)
+    monkeypatch.setenv('MLWORK_TRUSTED_KEYS', 'ed25519:0123456789abcdef')
+    assert trusted_key_ids(ws) == {'ed25519:0123456789abcdef'}
+    with pytest.raises(SignatureError, match="not in this workspace's trust list"):
+        verify_file(p, ws)
+    with pytest.raises(SignatureError, match=r"is not in this workspace's trust list \[ed25519:0123456789abcdef\] \(\$MLWORK_TRUSTED_KEYS\)"):
+        ensure_signing_key(ws)                      # the workspace key cannot sign where it is not trusted
+    with pytest.raises(ConfigError, match=r'change it there'):
+        pin_keys(ws, add=[own.key_id])
+
+
+def test_signing_key_held_outside_the_workspace(ws, tmp_path, monkeypatch):
+    from mlwork.security import signing_key_source, trusted_key_ids, write_private
+    ext = KeyPair.generate()
+    path = write_private(tmp_path / 'vault' / 'prod.key', ext._private_pem())
+    monkeypatch.setenv('MLWORK_SIGNING_KEY_FILE', str(path))
+    assert signing_key_source(ws) == str(path)
+    assert ensure_signing_key(ws).key_id == ext.key_id           # a fresh workspace pins it at first use
+    assert trusted_key_ids(ws) == {ext.key_id} and not (keys_dir(ws) / 'signing.key').exists()
+    p = artifact(tmp_path)
+    sign_file(p, ensure_signing_key(ws))
+    assert verify_file(p, ws).key_id == ext.key_id
+    monkeypatch.delenv('MLWORK_SIGNING_KEY_FILE')
+    monkeypatch.setenv('MLWORK_SIGNING_KEY', ext._private_pem().decode())
+    assert ensure_signing_key(ws).key_id == ext.key_id
+    monkeypatch.setenv('MLWORK_SIGNING_KEY', 'not a key')
+    with pytest.raises(SignatureError, match=r'Private key in \$MLWORK_SIGNING_KEY cannot be read'):
+        ensure_signing_key(ws)

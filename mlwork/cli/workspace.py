@@ -15,16 +15,21 @@ from ..core import init_workspace
 # %% auto #0
 __all__ = ['add_init', 'add_demo', 'add_datasets_list_show', 'add_datasets_export', 'register']
 
-# %% ../../nbs/90_cli/91_workspace.ipynb #bfd12c70
+# %% ../../nbs/90_cli/91_workspace.ipynb #c87c290b
 def _init(args: argparse.Namespace) -> Output:
-    d = init_workspace(args.home).to_dict()
+    from mlwork.security import ensure_signing_key, signing_key_source
+    res = init_workspace(args.home)
+    key = ensure_signing_key(res.workspace)  # created and pinned in the trust list now, not at the first signature
+    d = {**res.to_dict(), 'signing_key': {'key_id': key.key_id, 'source': signing_key_source(res.workspace)}}
     what = 'created' if d['created'] else 'already initialised, left as it was'
-    return d, '\n'.join([f"workspace {d['root']}: {what}"] + [f"  {s:<12} {u}" for s, u in d['stores'].items()])
+    return d, '\n'.join([f"workspace {d['root']}: {what}"] + [f"  {s:<12} {u}" for s, u in d['stores'].items()]
+                        + [f"  signing key {key.key_id} (trusted)"])
 
 def add_init(sub: Any) -> None:
     "`mlwork init [--home DIR]`: create a workspace (idempotent)."
     add_command(sub, 'init', _init, help='create a workspace (idempotent)',
-                description='Create the workspace folder, its mlwork.toml and its local stores. '
+                description='Create the workspace folder, its mlwork.toml and its local stores, and its signing key '
+                            '(pinned in [security] trusted_keys; or the key named by $MLWORK_SIGNING_KEY_FILE). '
                             'Running it again leaves an existing workspace as it is.')
 
 # %% ../../nbs/90_cli/91_workspace.ipynb #e927d34b
