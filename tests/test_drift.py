@@ -39,7 +39,7 @@ def test_ks_and_wasserstein_match_scipy(n_ref, n_cur, kind):
     # nulls and NaN are set aside, as the oracle sees only the finite values
     ref = pl.DataFrame({'x': np.append(a.astype(float), [np.nan, np.inf])})
     cur = pl.DataFrame({'x': pl.Series(np.append(b.astype(float), [0.0])).set(pl.Series([False] * n_cur + [True]), None)})
-    row = _row(DriftDetector(calibrate=False).fit(ref).score(cur), 'x')
+    row = _row(DriftDetector().fit(ref).score(cur), 'x')
     oracle = stats.ks_2samp(a, b)  # method='auto'
     assert (row['n_reference'], row['n_current'], row['missing_reference'], row['missing_current']) == (n_ref, n_cur, 2, 1)
     assert row['method'] == ('exact' if max(n_ref, n_cur) <= 10_000 else 'asymp')
@@ -51,7 +51,7 @@ def test_ks_and_wasserstein_match_scipy(n_ref, n_cur, kind):
 def test_ks_method_asymp_matches_scipy():
     rng = np.random.default_rng(7)
     a, b = rng.normal(size=800), rng.normal(0.1, 1, size=900)
-    row = _row(DriftDetector(calibrate=False, ks_method='asymp').fit(pl.DataFrame({'x': a})).score(pl.DataFrame({'x': b})), 'x')
+    row = _row(DriftDetector(ks_method='asymp').fit(pl.DataFrame({'x': a})).score(pl.DataFrame({'x': b})), 'x')
     assert row['p_value'] == pytest.approx(stats.ks_2samp(a, b, method='asymp').pvalue, rel=1e-9)
 
 
@@ -132,7 +132,7 @@ def test_chi2_and_category_distances_match_oracles_with_unseen_categories():
     ref = pl.DataFrame({'c': rng.choice(['a', 'b', 'c', 'd'], 5_000, p=[0.4, 0.3, 0.2, 0.1])})
     cur_values = rng.choice(['a', 'b', 'c', 'd', 'new1', 'new2'], 3_000, p=[0.35, 0.3, 0.2, 0.05, 0.07, 0.03])
     cur = pl.DataFrame({'c': pl.Series(cur_values).cast(pl.Enum(['a', 'b', 'c', 'd', 'new1', 'new2', 'never']))})
-    row = _row(DriftDetector(calibrate=False).fit(ref).score(cur), 'c')
+    row = _row(DriftDetector().fit(ref).score(cur), 'c')
     cats = ['a', 'b', 'c', 'd', 'new1', 'new2']
     r = np.array([(ref['c'] == k).sum() for k in cats], float)
     c = np.array([(cur_values == k).sum() for k in cats], float)
@@ -162,7 +162,7 @@ def test_distances_match_independent_formulas():
 def test_numeric_binned_distances_use_reference_deciles():
     rng = np.random.default_rng(5)
     a, b = rng.normal(size=4_000), rng.normal(0.5, 1, size=3_000)
-    row = _row(DriftDetector(calibrate=False).fit(pl.DataFrame({'x': a})).score(pl.DataFrame({'x': b})), 'x')
+    row = _row(DriftDetector().fit(pl.DataFrame({'x': a})).score(pl.DataFrame({'x': b})), 'x')
     edges = np.quantile(a, np.arange(1, 10) / 10)
     p = np.bincount(np.digitize(a, edges, right=True), minlength=10) / a.size
     q = np.bincount(np.digitize(b, edges, right=True), minlength=10) / b.size
@@ -179,7 +179,7 @@ def test_bh_and_bonferroni_match_scipy():
         assert np.allclose(adjust_pvalues(p, 'bonferroni'), np.minimum(p * m, 1))
     ref = generate('credit', n_rows=1_500, seed=11).frame
     cur = generate('credit', n_rows=1_500, seed=12, drift=Drift(('age',), 0.2)).frame
-    res = DriftDetector(calibrate=False).fit(ref, CREDIT).score(cur).columns
+    res = DriftDetector().fit(ref, CREDIT).score(cur).columns
     assert np.allclose(res['p_adjusted'].to_numpy(), stats.false_discovery_control(res['p_value'].to_numpy()), rtol=1e-12)
 
 
@@ -192,19 +192,20 @@ def test_false_alarm_rate_under_no_drift_is_at_most_alpha():
     for i in range(reps):
         ref = pool[order[2 * i * n:(2 * i + 1) * n]]
         cur = pool[order[(2 * i + 1) * n:(2 * i + 2) * n]]
-        det = DriftDetector(calibrate=False).fit(ref)
+        det = DriftDetector().fit(ref)
         res = det.score(cur)
-        assert set(res.columns['rule']) == {'pvalue'}  # small samples: the p-value decides
+        assert res.drift_detected == bool(res.columns['drift'].any())  # rule 'changed': any column changed
         alarms_bh += res.drift_detected
-        alarms_bonf += DriftDetector(calibrate=False, correction='bonferroni').fit(ref).score(cur).drift_detected
+        alarms_bonf += DriftDetector(correction='bonferroni').fit(ref).score(cur).drift_detected
     print(f'family-wise false-alarm rate over {reps} repetitions: BH {alarms_bh / reps:.3f}, Bonferroni {alarms_bonf / reps:.3f}')
     assert alarms_bh <= _binomial_bound(reps) and alarms_bonf <= alarms_bh
 
 
 @pytest.mark.parametrize('n_ref,n_cur', [(3_000, 1_000)])
 def test_calibrated_effect_threshold_gives_the_stated_false_alarm_rate(n_ref, n_cur):
-    # Effect sizes alone (no test, no floor): the threshold calibrated at the scored sizes is exceeded under
-    # no drift at most alpha of the time per column.
+    # Effect sizes alone (no test): the (1 - alpha) quantile of `calibration_null` at the scored sizes (what
+    # bars='reference' and profile drift hold effects to) is exceeded under no drift at most alpha of the time.
+    from mlwork.drift.univariate import calibration_null
     reps = 200
     cols = ['income', 'age', 'n_open_accounts', 'region']
     pool = generate('credit', n_rows=reps * (n_ref + n_cur), seed=22).frame.select(cols)
@@ -213,8 +214,13 @@ def test_calibrated_effect_threshold_gives_the_stated_false_alarm_rate(n_ref, n_
     for i in range(reps):
         at = i * (n_ref + n_cur)
         ref, cur = pool[order[at:at + n_ref]], pool[order[at + n_ref:at + n_ref + n_cur]]
-        res = DriftDetector(policy='effect', min_wasserstein=0.0, min_tv=0.0, n_calibration=200, seed=i).fit(ref).score(cur)
-        exceed += res.columns['drift'].to_numpy()
+        det = DriftDetector(seed=i).fit(ref)
+        res = det.score(cur)
+        for j, (c, e, m) in enumerate(res.columns.select('column', 'effect_value', 'n_current').iter_rows()):
+            st = det.columns_[c]
+            scale = st['std'] if st['kind'] == 'numeric' and st['std'] > 0 else 1.0
+            null = calibration_null(st['atoms'], st['probs'], st['n'], m, scale=scale, reps=200, rng=np.random.default_rng([i, j]))
+            exceed[j] += e > np.quantile(null, 0.95)
     rates = dict(zip(cols, exceed / reps))
     print(f'per-column calibrated false-alarm rates, {n_ref} vs {n_cur}, {reps} repetitions:', rates)
     assert (exceed <= _binomial_bound(reps, 0.05)).all(), rates
@@ -234,8 +240,8 @@ def test_injected_drift_is_flagged_and_nothing_else(seed):
 def test_benchmark_100k_finds_all_five_without_false_alarm():
     ref, cur, truth = drift_benchmark(100_000, seed=0)
     res = DriftDetector().fit(ref).score(cur)
-    assert set(res.columns['rule']) == {'both'}  # large samples: significance and effect size
     assert sorted(res.drifted) == sorted(truth)
+    assert sorted(res.material) == sorted(truth) and res.alarm  # 0.2 sd and 10 % of rows: above the default bars
     # the undrifted columns' effects are far below the floor, the drifted ones well above
     eff = dict(zip(res.columns['column'], res.columns['effect_value']))
     assert max(v for k, v in eff.items() if k not in truth) < 0.03
@@ -247,9 +253,11 @@ def test_large_samples_need_an_effect_not_just_a_tiny_p_value():
     ref = pl.DataFrame({'x': rng.normal(size=200_000)})
     cur = pl.DataFrame({'x': rng.normal(0.03, 1, size=200_000)})  # real but immaterial shift
     auto = _row(DriftDetector().fit(ref).score(cur), 'x')
-    assert auto['p_adjusted'] < 1e-6 and auto['rule'] == 'both' and not auto['drift']
-    assert auto['effect_value'] < auto['threshold'] == 0.1
-    assert _row(DriftDetector(policy='pvalue').fit(ref).score(cur), 'x')['drift']
+    # a real change is reported as changed (never "no drift"), and as not material under the 0.1 sd bar
+    assert auto['p_adjusted'] < 1e-6 and auto['drift'] and not auto['material'] and auto['outcome'] == 'changed'
+    assert auto['effect_low'] < auto['effect_value'] < auto['effect_high'] < auto['bar'] == 0.1
+    assert 'not material' in auto['why'] and 'bar 0.1 (default)' in auto['why']
+    assert _row(DriftDetector(bar_numeric=0.01).fit(ref).score(cur), 'x')['material']
 
 
 def test_errors_and_contract():
@@ -258,20 +266,21 @@ def test_errors_and_contract():
         DriftDetector().score(ref)
     with pytest.raises(InvalidParameter, match=r"The 'alpha' parameter of DriftDetector must be a float in \(0, 1\). Got 0 instead."):
         DriftDetector(alpha=0).fit(ref)
-    with pytest.raises(InvalidParameter, match="'policy' parameter"):
-        DriftDetector(policy='magic').fit(ref)
+    with pytest.raises(InvalidParameter, match="'alarm' parameter"):
+        DriftDetector(alarm='magic').fit(ref)
     with pytest.raises(InvalidParameter, match="'n_calibration' parameter"):
         DriftDetector(n_calibration=3).fit(ref)
     with pytest.raises(DataError, match=r'column `t` must be numeric, boolean or categorical \(found Datetime'):
         DriftDetector().fit(ref, columns=['t'])
     det = DriftDetector(n_calibration=20).fit(ref)
-    assert list(det.columns_) == ['x', 'g'] and det.null_effects('x', 7).shape == (20,)
-    det.score(ref)
-    assert det.null_effects_['x'].shape == (20,) and det.calibration_size_['x'] == 2.0
+    assert list(det.columns_) == ['x', 'g'] and det.bars_ == {'x': (0.1, 'default'), 'g': (0.05, 'default')}
+    assert not det.score(ref).alarm
     with pytest.raises(InvalidParameter, match="'backend' parameter"):
         DriftDetector(backend='torch').fit(ref)
     with pytest.raises(DataError, match='column `x` must be numeric'):
-        det.score(ref.with_columns(pl.col('x').cast(pl.String)))
+        det.score(ref.with_columns(pl.col('x') > 2))
+    as_text = _row(det.score(ref.with_columns(pl.col('x').cast(pl.String))), 'x')  # numbers that arrived as text (issue 12)
+    assert as_text['kind'] == 'numeric' and 'numbers stored as text' in as_text['type_problem'] and not as_text['drift']
     res = det.score(pl.DataFrame({'x': [None, float('nan')], 'g': ['a', 'z']}, schema={'x': pl.Float64, 'g': pl.String}))
     x = _row(res, 'x')
     assert not x['drift'] and x['missing_current'] == 2 and 'not tested' in x['why']
@@ -288,7 +297,7 @@ def test_false_alarm_rate_on_acs_2015_split_at_random():
     alarms = 0
     for i in range(reps):
         idx = np.random.default_rng([5, i]).choice(acs.height, 2 * n, replace=False)
-        res = DriftDetector(calibrate=False).fit(acs[idx[:n]]).score(acs[idx[n:]])
+        res = DriftDetector().fit(acs[idx[:n]]).score(acs[idx[n:]])
         alarms += res.drift_detected
     print(f'ACS 2015 random halves: family-wise false-alarm rate {alarms / reps:.3f} over {reps} repetitions, {len(feats)} columns')
     assert alarms <= _binomial_bound(reps)

@@ -250,3 +250,18 @@ def test_default_columns_skip_id_like_keys_and_name_them(data):
     # a low-cardinality integer column is a feature, not a key; explicit columns are never skipped
     assert 'n_open_accounts' in wd.roles
     assert 'id' in drift_over_time(ref, cur, every='3mo', columns=['id', 'age']).roles
+
+
+def test_weekly_alarm_by_reference_variation(weekly):
+    "The reference has a time column and 52 weeks: the alarm is calibrated on its own weekly variation."
+    rule = weekly.alarm_rule
+    assert rule['rule'] == 'reference' and rule['statistic'] == 'max_effect' and rule['reference_windows'] >= 40
+    k, r = rule['reference_windows'], rule['rank']
+    assert r == math.floor(0.05 * (k + 1)) and math.isclose(rule['attainable_rate'], r / (k + 1))
+    w = weekly.windows.filter(pl.col('skipped').is_null())
+    before = w.filter(pl.col('window_end') <= JULY)
+    after = w.filter(pl.col('window_start') >= JULY)
+    assert before['alarm'].sum() <= _bound(before.height, rule['attainable_rate'])
+    assert after['alarm'].all()                                   # income moved by 0.8 sd: one feature among nine
+    assert all(b == ['income'] for b in after['beyond_reference'].to_list())
+    assert set(weekly.alarm_windows) == set(w.filter(pl.col('alarm'))['window_start'].to_list())

@@ -166,7 +166,7 @@ def _build_detector(cls: type, detector: Any, kwargs: dict[str, Any], x_ref: np.
         kw['categories_per_feature'] = {j: None for j, k in enumerate(kinds.values()) if k == 'categorical'}
     return cls(x_ref, **kw)
 
-# %% ../../nbs/20_drift/20e_alibi.ipynb #56ba6278
+# %% ../../nbs/20_drift/20e_alibi.ipynb #c9bf3305
 def _row_test(name: str, kind: str) -> tuple[str, str]:
     "The row's test and method for detector `name` on a column of `kind`."
     if name in FEATURE_TESTS:
@@ -213,9 +213,13 @@ def _drift_result(
         rows.append({'column': c, 'kind': kind, 'n_reference': det.n_reference_, 'n_current': current.height,
                      'missing_reference': 0, 'missing_current': 0, 'test': test, 'method': method,
                      'statistic': float(dist[i]) if dist.size > i else None, 'p_value': float(p[i]),
-                     'p_adjusted': float(adjusted[i]), 'rule': 'pvalue', 'drift': drift, 'why': why,
+                     'p_adjusted': float(adjusted[i]), 'drift': drift, 'outcome': 'changed' if drift else 'no evidence', 'why': why,
                      'unseen': new if kind == 'categorical' else None,
                      'unseen_count': len(new) if kind == 'categorical' else None, 'unseen_mass': mass})
     schema: dict[str, Any] = dict(RESULT_SCHEMA)
     frame = pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
-    return DriftResult(frame, alpha, 'bh' if correction == 'fdr' else str(correction), f'alibi-detect {det.name_}')
+    corr = 'bh' if correction == 'fdr' else str(correction)
+    decision = {'rule': f'alibi-detect {det.name_}', 'alarm': bool(np.asarray(pred['is_drift']).item()),
+                'false_alarm_rate': alpha, 'statement': f"alibi-detect's own is_drift (p_val={alpha} with {correction})",
+                'inputs': {'changed': [r['column'] for r in rows if r['drift']], 'alpha': alpha, 'correction': correction}}
+    return DriftResult(frame, alpha, corr, decision)
