@@ -5,7 +5,7 @@ loaded on first use, so ``import mlwork`` stays fast and MLflow, LightGBM or why
 by the code that needs them. Subpackages, by layer (a module imports only from its own or lower layers):
 
 - foundations (00-09): ``mlwork.core``, ``mlwork.checks``, ``mlwork.security``, ``mlwork.audit``,
-  ``mlwork.report``, ``mlwork.synthetic_pii``, ``mlwork.synthetic``, ``mlwork.datasets``
+  ``mlwork.report``, ``mlwork.synthetic_pii``, ``mlwork.synthetic``, ``mlwork.series``, ``mlwork.datasets``
 - data (10-19): ``mlwork.data`` (batches, store, contracts, validation, profile, quarantine, sources)
 - drift and evaluation (20-29): ``mlwork.drift`` (kernels, univariate, power, multivariate, windows, profiles,
   alibi, estimate, report), ``mlwork.evaluation`` (metrics, explain)
@@ -27,20 +27,21 @@ _API: dict[str, str] = {
     **dict.fromkeys(['MlworkError', 'ConfigError', 'InvalidParameter', 'DataError', 'ContractViolation', 'NotFound',
                      'ConflictError', 'NotFittedError', 'SignatureError', 'PermissionDenied', 'Workspace',
                      'open_workspace', 'init_workspace', 'get_logger', 'setup_logging'], '.core'),
-    **dict.fromkeys(['AuditLog'], '.audit'),
+    **dict.fromkeys(['AuditLog', 'Anchor'], '.audit'),
     **dict.fromkeys(['Report'], '.report'),
     **dict.fromkeys(['generate', 'SyntheticData'], '.synthetic'),
+    **dict.fromkeys(['generate_series', 'Change', 'SeriesData'], '.series'),
     **dict.fromkeys(['load_dataset', 'list_datasets', 'load_acs', 'acs_windows'], '.datasets'),
     # data
-    **dict.fromkeys(['DatasetRef', 'parse_ref', 'load_batch'], '.data.batches'),
+    **dict.fromkeys(['DatasetRef', 'parse_ref', 'load_batch', 'scan_batch'], '.data.batches'),
     **dict.fromkeys(['DatasetStore', 'DatasetReader'], '.data.store'),
     **dict.fromkeys(['Contract', 'infer_contract'], '.data.contracts'),
     **dict.fromkeys(['validate', 'ValidationReport'], '.data.validation'),
     **dict.fromkeys(['Profile', 'profile_frame'], '.data.profile'),
     **dict.fromkeys(['validate_into_store', 'QuarantineRun'], '.data.quarantine'),
     # drift
-    **dict.fromkeys(['DriftDetector', 'DriftResult'], '.drift.univariate'),
-    **dict.fromkeys(['power_table', 'detection_power'], '.drift.power'),
+    **dict.fromkeys(['DriftDetector', 'DriftResult', 'dataset_decision'], '.drift.univariate'),
+    **dict.fromkeys(['power_table', 'detection_power', 'false_alarm_table'], '.drift.power'),
     **dict.fromkeys(['DomainClassifierDrift', 'MMDDrift', 'MultivariateResult'], '.drift.multivariate'),
     **dict.fromkeys(['drift_over_time', 'WindowedDrift'], '.drift.windows'),
     **dict.fromkeys(['profile_drift'], '.drift.profiles'),
@@ -77,11 +78,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time the names load lazily
-    from .audit import AuditLog
+    from .audit import Anchor, AuditLog
     from .core import (ConfigError, ConflictError, ContractViolation, DataError, InvalidParameter, MlworkError,
                        NotFittedError, NotFound, PermissionDenied, SignatureError, Workspace, get_logger, init_workspace,
                        open_workspace, setup_logging)
-    from .data.batches import DatasetRef, load_batch, parse_ref
+    from .data.batches import DatasetRef, load_batch, parse_ref, scan_batch
     from .data.contracts import Contract, infer_contract
     from .data.profile import Profile, profile_frame
     from .data.quarantine import QuarantineRun, validate_into_store
@@ -93,8 +94,8 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names l
     from .drift.multivariate import DomainClassifierDrift, MMDDrift, MultivariateResult
     from .drift.profiles import profile_drift
     from .drift.report import DriftSummary, drift_report
-    from .drift.power import detection_power, power_table
-    from .drift.univariate import DriftDetector, DriftResult
+    from .drift.power import detection_power, false_alarm_table, power_table
+    from .drift.univariate import DriftDetector, DriftResult, dataset_decision
     from .drift.windows import WindowedDrift, drift_over_time
     from .evaluation.explain import Explanation, explain
     from .evaluation.metrics import Comparison, Performance, compare, evaluate, slice_metrics
@@ -102,5 +103,6 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names l
     from .models.registry import ModelVersion, Registry
     from .models.train import LGBMTrainer, TrainedModel, train_model
     from .report import Report
+    from .series import Change, SeriesData, generate_series
     from .synthetic import SyntheticData, generate
     from .ui.panels import DriftPanel
