@@ -194,7 +194,8 @@ def test_train_register_promote_rollback_verify_card(cli, tmp_path):
     art.write_bytes(data[:-2] + bytes([data[-2] ^ 1]) + data[-1:])
     bad = cli('models', 'verify', 'credit', '2', *home)
     assert bad.code == 1 and "version 2" in bad.out, (bad.out, bad.err)
-    assert_one_line_error(cli('models', 'promote', 'credit', '2', *home), 2, 'version 2')
+    bad_p = cli('models', 'promote', 'credit', '2', *home)                            # exit 1: the version failed verification
+    assert bad_p.code == 1 and 'version 2' in bad_p.out and 'Traceback' not in bad_p.err, (bad_p.out, bad_p.err)
     assert cli('models', 'show', 'credit', 'champion', '--json', *home).json()['version'] == 1   # champion unchanged
     card = cli('models', 'card', 'credit', '--out', 'card', '--json', *home)
     assert card.code == 0, card.err
@@ -211,7 +212,7 @@ def test_train_register_promote_rollback_verify_card(cli, tmp_path):
     assert not list((tmp_path / 'ws' / 'models' / 'artifacts').glob(f'{run_id}/artifacts/*/model.json'))
     assert cli('models', 'verify', 'credit_enc', '1', *home).code == 0
     rep = cli('models', 'repair', '--older-than', '0', '--reason', 'check after an outage', '--json', *home)
-    assert rep.code == 0 and rep.json() == {'removed': [], 'skipped': [], 'dry_run': False}, rep.err
+    assert rep.code == 0 and rep.json() == {'removed': [], 'skipped': [], 'dry_run': False, 'reconciled': [], 'differences': []}, rep.err
     assert cli('models', 'repair', *home).code == 2                                   # --reason is required
     assert_one_line_error(cli('models', 'repair', 'nope', '--reason', 'x', *home), 2, 'nope')
 

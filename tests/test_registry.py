@@ -551,3 +551,67 @@ def test_publish_registers_with_card_and_promotes(reg, models):
     card = reg.card('credit', v.version)
     assert card['name'] == 'credit' and card['metrics'][0]['set'] == 'validation'
     assert reg.audit.entries()['action'].to_list()[-2:] == ['model.register', 'model.promote']
+
+
+def test_a_copied_workspace_verifies_its_own_artifacts_and_a_moved_one_still_verifies(tmp_path, empty_db, models):
+    ws = _workspace(tmp_path / 'ws', empty_db)
+    reg = Registry(ws)
+    v = reg.register(models[0], 'credit')
+    assert reg.show('credit', 1).run_id and reg._client.get_model_version('credit', '1').tags['mlwork.artifacts'] == \
+        f'workspace:artifacts/{v.run_id}/artifacts/model'                # stored relative to the workspace
+    copy = tmp_path / 'copy'
+    shutil.copytree(ws.root, copy)
+    art = copy / 'models' / 'artifacts' / v.run_id / 'artifacts' / ARTIFACT_PATH / MODEL_FILE
+    raw = bytearray(art.read_bytes()); raw[len(raw) // 2] ^= 1; art.write_bytes(bytes(raw))   # one byte of the copy's artifact
+    with pytest.raises(SignatureError, match=r"Model 'credit' version 1 failed verification.*changed after signing"):
+        Registry(copy).verify('credit', 1)                              # the copy reads its own (changed) bytes
+    assert reg.verify('credit', 1).ok                                   # the original's are untouched
+    c2 = Registry(copy)
+    w = c2.register(models[1], 'credit')                                # a registration in the copy stays in the copy
+    assert (copy / 'models' / 'artifacts' / w.run_id).is_dir() and not (ws.path('models') / 'artifacts' / w.run_id).exists()
+    moved = tmp_path / 'moved'
+    shutil.move(str(ws.root), moved)                                    # the original, moved: verifies and loads there
+    r = Registry(moved)
+    assert r.verify('credit', 1).ok and r.load('credit', 1).model_text() == models[0].model_text()
+    r.promote('credit', 1)
+    assert r.show('credit').version == 1
+
+
+def test_registry_files_are_private_under_umask_022(tmp_path, models):
+    import os
+    old = os.umask(0o022)
+    try:
+        ws = init_workspace(tmp_path / 'ws').workspace                  # a fresh database: created by this test
+        reg = Registry(ws)
+        v = reg.register(models[0], 'credit')
+        reg.promote('credit', 1)
+    finally:
+        os.umask(old)
+    models_dir = ws.path('models')
+    assert (models_dir / 'mlflow.db').stat().st_mode & 0o777 == 0o600
+    folder = models_dir / 'artifacts' / v.run_id / 'artifacts' / ARTIFACT_PATH
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o600}
+    assert {p.stat().st_mode & 0o777 for p in (models_dir / '.locks').iterdir()} == {0o600}
+    assert not list((ws.root / 'tmp').glob('register-*'))              # the staging folder is gone
+
+
+def test_a_tracking_server_password_never_appears_in_an_error(tmp_path, empty_db, monkeypatch):
+    import traceback
+    monkeypatch.setenv('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '0')
+    monkeypatch.setenv('MLFLOW_HTTP_REQUEST_TIMEOUT', '2')
+    ws = _workspace(tmp_path / 'ws', empty_db)
+    reg = Registry(ws, tracking_uri='http://alice:s3cr3t-pw@127.0.0.1:9')   # nothing listens on port 9
+    with pytest.raises(Exception) as info:
+        reg.list()
+    text = ''.join(traceback.format_exception(info.value))
+    assert 's3cr3t-pw' not in text and '127.0.0.1' in text, text[-1500:]
+
+
+def test_the_signer_must_be_the_key_recorded_at_registration(reg, models):
+    reg.register(models[0], 'credit')
+    reg._client.set_model_version_tag('credit', '1', 'mlwork.key_id', 'ed25519:0000000000000000')   # another recorded signer
+    with pytest.raises(SignatureError, match=r"version 1 failed verification: its artifacts are signed by key .* but it was registered signed by 'ed25519:0000000000000000'"):
+        reg.verify('credit', 1)
+    with pytest.raises(SignatureError, match='version 1'):
+        reg.promote('credit', 1)

@@ -221,3 +221,12 @@ def test_unsupported_feature_type():
     f = FRAME.with_columns(when=pl.lit(dt.date(2024, 1, 1)))
     with pytest.raises(DataError, match=r'column `when` must be numeric, boolean or categorical.*\(found Date\)'):
         train_model(f, 'y', features=['x', 'when'], num_boost_round=5)
+
+
+def test_bad_lightgbm_parameters_are_refused_before_any_data_is_read(tmp_path):
+    import re
+    store = DatasetStore(tmp_path / 'store')                              # empty: reading 'credit@0' would be NotFound
+    for params, says in (({'num_leave': 63}, 'unknown: num_leave'), ({'num_leaves': -1}, 'Check failed: (num_leaves) > (1)'),
+                         ({'objective': 'nope'}, 'Unknown objective type name: nope'), ({'learning_rate': 'x'}, 'LightGBM accepts')):
+        with pytest.raises(InvalidParameter, match=re.escape(says)):
+            train_model('credit@0', 'repaid', params=params, store=store)

@@ -45,13 +45,24 @@ def _train_options(args: argparse.Namespace, columns: list[str], where: str) -> 
         kw.update(backend='dask', client=args.scheduler)
     return kw
 
-# %% ../../nbs/90_cli/94_models.ipynb #3ab2b999
+# %% ../../nbs/90_cli/94_models.ipynb #94813b12
 def _train(args: argparse.Namespace) -> Output:
     from mlwork.data.sources import resolve_source
     from mlwork.models.train import train_model
     if not args.register and (needs := [f'--{k}' for k in ('alias', 'encrypt', 'description', 'reason') if getattr(args, k)]):
         msg = f"{', '.join(needs)} only apply with --register NAME (found no --register)"
         raise UsageError(msg)
+    if args.register:  # names and parameters first: nothing is read or trained for a command that cannot finish
+        from mlwork.core import InvalidParameter
+        from mlwork.models.registry import check_model_name
+        try:
+            check_model_name(args.register, owner='mlwork train')
+        except InvalidParameter:
+            msg = (f"--register NAME must be a model name of letters, digits, '_', '.' or '-' (starting with a letter or digit); "
+                   f"found {args.register!r}")
+            raise UsageError(msg) from None
+    from mlwork.models.train import check_lgb_params
+    check_lgb_params(_parse_params(args.param), task=args.task)
     src = resolve_source(args.data, home=args.home, verb='train on')
     frame = src.read() if src.is_file or args.exclude else None
     kw = _train_options(args, frame.columns if frame is not None else [], str(src))
@@ -150,13 +161,25 @@ def add_list_show_compare(sub: Any) -> None:
     x.add_argument('name', metavar='NAME'); x.add_argument('a', metavar='A', nargs='?', default='champion', help='default: champion')
     x.add_argument('b', metavar='B', nargs='?', default='challenger', help='default: challenger')
 
-# %% ../../nbs/90_cli/94_models.ipynb #671f6257
+# %% ../../nbs/90_cli/94_models.ipynb #70ee2d2e
+def _refused(args: argparse.Namespace, e: Exception, what: str) -> CommandFailed:
+    "A promotion or rollback refused because a version failed verification: a finding (exit 1), as `models verify` reports it."
+    return CommandFailed({'name': args.name, 'alias': args.alias, 'ok': False, 'error': str(e)}, f"FAILED: {e} ({what})")
+
 def _promote(args: argparse.Namespace) -> Output:
-    d = open_registry(args.home).promote(args.name, _version(args.version), alias=args.alias, reason=args.reason).to_dict()
+    from mlwork.core import SignatureError
+    try:
+        d = open_registry(args.home).promote(args.name, _version(args.version), alias=args.alias, reason=args.reason).to_dict()
+    except SignatureError as e:
+        raise _refused(args, e, f'{args.alias} unchanged') from None
     return {**d, 'alias': args.alias}, f"{d['name']} version {d['version']} is now {args.alias} (signature verified; audit log updated)"
 
 def _rollback(args: argparse.Namespace) -> Output:
-    d = open_registry(args.home).rollback(args.name, alias=args.alias, reason=args.reason).to_dict()
+    from mlwork.core import SignatureError
+    try:
+        d = open_registry(args.home).rollback(args.name, alias=args.alias, reason=args.reason).to_dict()
+    except SignatureError as e:
+        raise _refused(args, e, f'{args.alias} unchanged') from None
     return {**d, 'alias': args.alias}, f"rolled back: {d['name']} version {d['version']} is {args.alias} again (signature verified; audit log updated)"
 
 def _history(args: argparse.Namespace) -> Output:
@@ -183,7 +206,7 @@ def add_alias_commands(sub: Any) -> None:
         if name != 'history':
             x.add_argument('--reason', required=name == 'delete', help='why (recorded in the audit log)')
 
-# %% ../../nbs/90_cli/94_models.ipynb #a7647507
+# %% ../../nbs/90_cli/94_models.ipynb #65474d20
 def _verify(args: argparse.Namespace) -> Output:
     from mlwork.core import SignatureError
     try:
@@ -199,7 +222,12 @@ def _repair(args: argparse.Namespace) -> Output:
     lines += [f"  {verb}: {x['model']} " + (f"version {x['version']}" if x['version'] is not None else 'run without a version')
               + f" (run {x['run_id'][:12]}, {x['age_s']:.0f} s old)" for x in d['removed']]
     lines += [f"  left: {x['model']} version {x['version']}: {x['why']}" for x in d['skipped']]
-    return d, '\n'.join(lines)
+    lines += [f"  reconciled: {x['model']} {x['what']}" + (f" (version {x['version']})" if x.get('version') is not None else '')
+              + f": {x['done']}" for x in d['reconciled']]
+    if d['differences']:  # registry and audit log still disagree (changed outside mlwork): a finding
+        lines += [f"  registry and audit log differ: {json.dumps(x)}" for x in d['differences']]
+        raise CommandFailed(d, '\n'.join(lines))
+    return d, '\n'.join(lines + ['registry and audit log agree'])
 
 def _card(args: argparse.Namespace) -> Output:
     from mlwork.models.card import ModelCard, model_card
