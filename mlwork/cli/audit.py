@@ -17,10 +17,10 @@ from ..core import MlworkError, is_local, open_workspace
 _HEX64 = re.compile(r'[0-9a-f]{64}')
 
 # %% auto #0
-__all__ = ['register']
+__all__ = ['gather_anchors', 'register']
 
-# %% ../../nbs/90_cli/95_audit.ipynb #4036d32d
-def _gather_anchors(home: str | None, files: list[str]) -> list[Any]:
+# %% ../../nbs/90_cli/95_audit.ipynb #01d6b29d
+def gather_anchors(home: str | None, files: list[str]) -> list[Any]:
     "Anchors from `--anchor` files, run manifests, and the registry when the workspace has one."
     from mlwork.audit import Anchor, manifest_anchors
     ws = open_workspace(home)
@@ -45,12 +45,13 @@ def _gather_anchors(home: str | None, files: list[str]) -> list[Any]:
             out += reg.audit_anchors()
     return out
 
+# %% ../../nbs/90_cli/95_audit.ipynb #09bc083f
 def _audit_verify(args: argparse.Namespace) -> Output:
     from mlwork.audit import AuditLog
     if args.expected_head is not None and not _HEX64.fullmatch(args.expected_head):
         msg = f"--expected-head must be a SHA-256 hex digest (64 characters 0-9a-f, as `mlwork audit anchor` prints it). Got {args.expected_head!r}."
         raise UsageError(msg)
-    anchors = _gather_anchors(args.home, args.anchor or [])
+    anchors = gather_anchors(args.home, args.anchor or [])
     d = AuditLog.for_workspace(open_workspace(args.home)).verify(expected_head=args.expected_head, anchors=anchors).to_dict()
     if d['ok']:
         where = f"anchored at entry {d['anchored']} by {d['newest_anchor']}" if d['newest_anchor'] else 'no anchor yet'
@@ -64,11 +65,11 @@ def _audit_verify(args: argparse.Namespace) -> Output:
     text = f"audit log {d['path']}: TAMPERED{at}: {d['reason']} ({d['entries']} valid entries before it)"
     raise CommandFailed(d, text)
 
-# %% ../../nbs/90_cli/95_audit.ipynb #c5895a51
+# %% ../../nbs/90_cli/95_audit.ipynb #1b1f8054
 def _audit_anchor(args: argparse.Namespace) -> Output:
     from mlwork.audit import AuditLog
     log = AuditLog.for_workspace(open_workspace(args.home))
-    v = log.verify(anchors=_gather_anchors(args.home, []))
+    v = log.verify(anchors=gather_anchors(args.home, []))
     if v.tampered:
         raise CommandFailed(v.to_dict(), f"audit log {v.path}: TAMPERED, not anchoring it: {v.reason}")
     d = {**log.anchor('mlwork audit anchor').to_dict(), 'path': str(log.path)}
