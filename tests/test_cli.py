@@ -160,7 +160,7 @@ def test_drift_report_has_json_twin_and_profiles_compare(cli, tmp_path):
     moved = cli('drift', 'a.parquet', 'c.parquet', '--report', 'drift.html', '--json')
     assert moved.code == 3, moved.err
     twin = json.loads((tmp_path / 'drift.json').read_text())
-    assert twin['schema_version'] == 1 and 'income' in twin['drifted']
+    assert twin['schema_version'] == 2 and 'income' in twin['drifted']
     assert moved.json()['report_json'] == str(tmp_path / 'drift.json')
     for name in ('a', 'c'):
         assert cli('profile', f'{name}.parquet', '--out', f'{name}.bin').code == 0

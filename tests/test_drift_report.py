@@ -127,12 +127,16 @@ def test_json_twin_round_trip_and_versions(tmp_path, messy):
     p = drift_report(s, tmp_path / 'out' / 'drift.html')
     twin = p.with_suffix('.json')
     data = json.loads(twin.read_text())
-    assert data['schema_version'] == SUMMARY_SCHEMA_VERSION == 1 and data['kind'] == 'mlwork.drift_summary'
+    assert data['schema_version'] == SUMMARY_SCHEMA_VERSION == 2 and data['kind'] == 'mlwork.drift_summary'
+    assert (data['alarm'], data['decision'], data['material']) == (s.alarm, s.decision, s.material)
+    assert [f['outcome'] for f in data['features']] == [f.outcome for f in s.features]
     assert [f['name'] for f in data['features']] == s.names
     assert DriftSummary.from_json(twin).to_dict() == s.to_dict()
     assert 'NaN' not in twin.read_text() and 'Infinity' not in twin.read_text()
-    with pytest.raises(DataError, match='schema_version 2 cannot be read'):
-        DriftSummary.from_dict({**data, 'schema_version': 2})
+    with pytest.raises(DataError, match='schema_version 3 cannot be read.*upgrade mlwork'):
+        DriftSummary.from_dict({**data, 'schema_version': 3})
+    with pytest.raises(DataError, match='schema_version 1 cannot be read.*write the summary again'):
+        DriftSummary.from_dict({**data, 'schema_version': 1})
     with pytest.raises(DataError, match='not valid JSON'):
         DriftSummary.from_json('{"kind": ')
     del data['features'][0]['bins']
@@ -156,8 +160,8 @@ def test_report_write_is_atomic(tmp_path, messy, monkeypatch):
 
 def test_bad_inputs(tmp_path, messy):
     ref, cur, res, s = messy
-    with pytest.raises(DataError, match='column `x` must be numeric in current'):
-        DriftSummary.from_frames(ref, cur.with_columns(pl.col('x').cast(pl.String)), res)
+    with pytest.raises(DataError, match=r'column `x` must be numeric \(or numbers stored as text\) in current, as in the drift result \(found Boolean\)'):
+        DriftSummary.from_frames(ref, cur.with_columns(pl.col('x').is_nan()), res)
     with pytest.raises(InvalidParameter, match="'result' parameter of DriftSummary.from_frames must be a DriftResult"):
         DriftSummary.from_frames(ref, cur, {'columns': []})
     with pytest.raises(InvalidParameter, match='cannot be given with a DriftSummary'):
@@ -176,7 +180,7 @@ def test_over_time_rows_mode_and_time_mode(tmp_path):
     s = DriftSummary.from_frames(ref, cur, res, over_time=by_rows)
     assert len(s.over_time['labels']) == 4 and s.over_time['mode'] == 'rows'
     inc = s.feature('income').over_time
-    assert inc['drift'][-1] and not inc['drift'][0]  # time-ordered: the drift starts in the second half
+    assert inc['outcome'][-1] == 'material' and inc['outcome'][0] == 'no evidence'  # time-ordered: the drift starts in the second half
     monthly = drift_over_time(ref, cur, columns=feats, every='1mo', min_rows=150)  # ~100 rows a month: all skipped
     s2 = DriftSummary.from_frames(ref, cur, res, over_time=monthly)
     assert all(v is None for v in s2.feature('income').over_time['effect_value'])
@@ -234,8 +238,8 @@ def test_browser_screenshot_and_css_filters(credit_report, tmp_path):
     p, feats = credit_report
     shots = {}
     doc = p.read_text()
-    variants = {'all': doc,  # the CSS-only filter: the "drifted" radio checked hides the not-drifted sections
-                'drifted': doc.replace('id="dd-all" checked', 'id="dd-all"').replace('id="dd-drift"', 'id="dd-drift" checked')}
+    variants = {'all': doc,  # the CSS-only filter: the "material" radio checked hides the other sections
+                'drifted': doc.replace('id="dd-all" checked', 'id="dd-all"').replace('id="dd-material"', 'id="dd-material" checked')}
     assert variants['drifted'] != doc
     for key, text in variants.items():
         html_path = tmp_path / f'{key}.html'

@@ -66,12 +66,15 @@ def test_credit_decisions_agree_with_drift_detector_on_raw_data(credit):
     ref, cur = credit
     res = profile_drift(profile_frame(ref), profile_frame(cur))
     raw = DriftDetector().fit(ref).score(cur)
-    assert sorted(raw.drifted) == ['income', 'region']  # clear drift; every other column clearly none
-    assert res.drifted == raw.drifted
+    assert sorted(raw.material) == ['income', 'region'] == sorted(res.material)  # clear drift: material from both
+    assert set(res.drifted) <= set(raw.drifted)  # from profiles a column is changed only where the raw data says so too
+    assert set(res.drifted) >= {'income', 'region', 'loan_purpose'}  # loan_purpose: exact counts, the raw test's p-value
+    assert (res.decision['rule'], res.alarm) == (raw.decision['rule'], raw.alarm)
     # no drift at all: two independent samples of the same generator
     ref2 = generate('credit', n_rows=20_000, seed=3).frame.select(CREDIT)
     res0 = profile_drift(profile_frame(ref), profile_frame(ref2))
     assert res0.drifted == [] == DriftDetector().fit(ref).score(ref2).drifted
+    assert not res0.alarm and set(res0.columns['outcome']) == {'no evidence'}
 
 
 def test_acs_against_exact(acs):
@@ -101,8 +104,7 @@ def test_bound_holds_for_small_sketches_over_repetitions():
     for seed in range(30):
         rng = np.random.default_rng(seed)
         a, b = rng.lognormal(0, 1, 5_000), rng.lognormal(0.05, 1, 4_000)
-        res = profile_drift(profile_frame(pl.DataFrame({'x': a}), cfg=cfg), profile_frame(pl.DataFrame({'x': b}), cfg=cfg),
-                            calibrate=False)
+        res = profile_drift(profile_frame(pl.DataFrame({'x': a}), cfg=cfg), profile_frame(pl.DataFrame({'x': b}), cfg=cfg))
         r = _row(res, 'x')
         d = stats.ks_2samp(a, b).statistic
         assert r['statistic_low'] <= d <= r['statistic_high']
@@ -169,7 +171,7 @@ def test_infinities_nulls_and_an_empty_current_column():
     assert (r['missing_reference'], r['missing_current']) == (60, 5)
     _check_numeric_against_exact(res, ref, cur, ['x'], 'inf')
     z = _row(res, 'z')
-    assert z['n_current'] == 0 and z['rule'] == 'none' and not z['drift']
+    assert z['n_current'] == 0 and z['p_value'] is None and not z['drift'] and 'not tested' in z['why']
 
 
 def test_clear_errors(credit):
@@ -182,8 +184,12 @@ def test_clear_errors(credit):
     swapped = profile_frame(cur.head(2_000).with_columns(pl.col('age').cast(pl.String)))
     with pytest.raises(DataError, match=r'column `age` must be numeric as in the reference profile \(Int64\) \(found String'):
         profile_drift(pr, swapped)
-    with pytest.raises(InvalidParameter, match="The 'policy' parameter of profile_drift must be one of"):
-        profile_drift(pr, pc, policy='sometimes')
+    with pytest.raises(InvalidParameter, match="The 'alarm' parameter of profile_drift must be one of"):
+        profile_drift(pr, pc, alarm='sometimes')
+    with pytest.raises(InvalidParameter, match="The 'bars' parameter of profile_drift must be a dict .* need its rows"):
+        profile_drift(pr, pc, bars='reference')
+    with pytest.raises(DataError, match='`bars` names `nope`, not among the compared columns'):
+        profile_drift(pr, pc, bars={'nope': 0.2})
     with pytest.raises(InvalidParameter, match="'current_profile' parameter of profile_drift must be a Profile"):
         profile_drift(pr, cur)
     with pytest.raises(NotFound, match='no profile at'):

@@ -38,8 +38,9 @@ def test_every_feature_shows_its_own_numbers(credit):
         panel.select(f.name)
         v = panel.detail.value
         assert f'<b>{f.name}</b>' in v and format_value(f.result['statistic']) in v and format_value(f.result['p_adjusted']) in v
-        assert '<svg' in v and 'effect / threshold per window' in v
-        assert ('badge bad">drift' in v) == f.drift
+        assert '<svg' in v and 'effect / bar per window' in v
+        assert f'">{f.outcome}</span>' in v and 'no drift' not in v
+        assert ('badge bad">material' in v) == (f.outcome == 'material')
         shown.add(v)
     assert len(shown) == len(s.features)  # every selection changes what is displayed
 
@@ -49,24 +50,24 @@ def test_user_clicks_update_the_view(credit):
     panel = DriftPanel(s)
     panel.features.value = 'age'  # what clicking the list does
     assert panel.selected == 'age' and '<b>age</b>' in panel.detail.value
-    panel.decision.value = 'drifted'  # what clicking the button does
-    assert set(panel.visible) == set(s.drifted) == {'income', 'region'}
-    assert panel.selected == s.drifted[0] and f'<b>{s.drifted[0]}</b>' in panel.detail.value
+    panel.outcome.value = 'material'  # what clicking the button does
+    assert set(panel.visible) == set(s.material) == {'income', 'region'}
+    assert panel.selected == s.material[0] and f'<b>{s.material[0]}</b>' in panel.detail.value
     panel.kind.value = 'numeric'
     assert panel.visible == ['income']
-    panel.decision.value = 'stable'
-    assert panel.visible == [f.name for f in s.features if not f.drift and f.kind == 'numeric']
+    panel.outcome.value = 'no evidence'
+    assert panel.visible == [f.name for f in s.features if f.outcome == 'no evidence' and f.kind == 'numeric']
     panel.kind.value = 'categorical'
-    assert panel.visible == [f.name for f in s.features if not f.drift and f.kind == 'categorical']
-    assert all('○' in label for label, _ in panel.features.options)
+    assert panel.visible == [f.name for f in s.features if f.outcome == 'no evidence' and f.kind == 'categorical']
+    assert all(label.startswith('○') and 'no evidence' in label for label, _ in panel.features.options)
 
 
-@pytest.mark.parametrize('decision', ['all', 'drifted', 'not drifted'])
+@pytest.mark.parametrize('outcome', ['all', 'material', 'changed', 'no evidence'])
 @pytest.mark.parametrize('kind', ['all', 'numeric', 'categorical'])
-def test_filters_match_the_summary(credit, decision, kind):
+def test_filters_match_the_summary(credit, outcome, kind):
     *_, s = credit
-    panel = DriftPanel(s).filter(decision=decision, kind=kind)
-    want = [f.name for f in s.features if (decision == 'all' or (decision == 'drifted') == f.drift)
+    panel = DriftPanel(s).filter(outcome=outcome, kind=kind)
+    want = [f.name for f in s.features if (outcome == 'all' or outcome == f.outcome)
             and (kind == 'all' or kind == f.kind)]
     assert panel.visible == want
     assert panel.selected == (want[0] if want else None)
@@ -83,8 +84,8 @@ def test_from_result_and_frames_and_from_json_twin(credit, tmp_path):
         assert a.select(name).detail.value == b.select(name).detail.value
     with pytest.raises(InvalidParameter, match='must be the two polars DataFrames'):
         DriftPanel(res)
-    with pytest.raises(InvalidParameter, match="'decision' parameter of DriftPanel.filter"):
-        a.filter(decision='maybe')
+    with pytest.raises(InvalidParameter, match="'outcome' parameter of DriftPanel.filter"):
+        a.filter(outcome='maybe')
 
 
 def test_widget_state_serialises(credit):
@@ -93,7 +94,7 @@ def test_widget_state_serialises(credit):
     panel = DriftPanel(s).select('income')
     data = embed_data(views=[panel])
     text = json.dumps(data['manager_state'])
-    assert '<b>income</b>' in text and 'DriftPanel' not in text  # plain VBox/Select/HTML models: any frontend renders them
+    assert '<b>income</b>' in text and 'DriftPanel' not in text and 'Dataset alarm' in text  # plain VBox/Select/HTML models: any frontend renders them
 
 
 def test_panel_displays_in_a_real_kernel():

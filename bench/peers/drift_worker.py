@@ -56,8 +56,10 @@ def side_mlwork(ref: str, cur: str, html: str | None) -> dict:
     result = det.score(c, keep_sorted=bool(html) and _reuse_sorted(c))  # the report reuses the sorted values (as `mlwork drift --report`)
     out['seconds'] = time.perf_counter() - t0
     out['fit_seconds'], out['score_seconds'] = t1 - t0, out['seconds'] - (t1 - t0)
-    out['flagged'] = result.drifted
-    out['method'] = 'DriftDetector() defaults: KS / chi2 + calibrated effect size, BH'
+    out['flagged'] = result.drifted  # changed columns: the corrected test rejects
+    out['material'] = result.material
+    out['alarm'] = result.alarm
+    out['method'] = 'DriftDetector() defaults: KS / chi2, BH; changed = corrected test rejects (material: effect interval above the bar)'
     out['p_value'] = dict(zip(result.columns['column'], result.columns['p_value']))
     if html:
         try:

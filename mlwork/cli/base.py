@@ -23,14 +23,14 @@ __all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_DRIFT', 'EXIT_INTERNAL'
            'Handler', 'UsageError', 'CommandFailed', 'Parser', 'int_arg', 'rate_arg', 'add_command', 'add_group',
            'cli_words', 'open_store', 'open_registry', 'print_json']
 
-# %% ../../nbs/90_cli/90_base.ipynb #2a69ac14
+# %% ../../nbs/90_cli/90_base.ipynb #e011459d
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DRIFT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 EXIT_CODES_HELP = '''exit codes:
-  0    success (mlwork drift: no drift)
+  0    success (mlwork drift: the dataset alarm not raised)
   1    the command ran and its result is a failure (e.g. blocking validation failures)
   2    usage error or bad input (bad option or value, missing file, malformed config)
-  3    mlwork drift: drift detected
+  3    mlwork drift: the dataset alarm raised by its rule
   4    unexpected internal error: rerun with --debug and report it
   130  interrupted'''
 

@@ -18,30 +18,41 @@ if TYPE_CHECKING:  # polars and the data layer are imported by the handler: `mlw
 # %% auto #0
 __all__ = ['drift_lines', 'register']
 
-# %% ../../nbs/90_cli/93_drift.ipynb #cd0b21b3
+# %% ../../nbs/90_cli/93_drift.ipynb #b1082c68
 def _num(x: float | None, fmt: str) -> str:
     return '-' if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 def drift_lines(
     d: dict[str, Any],  # A drift result's `to_dict()` with 'reference' and 'current' added
-    top: int = 15,  # Columns to list, drifted and largest effects first
+    top: int = 15,  # Columns to list, most severe first
 ) -> list[str]:
     "The text `mlwork drift` prints, written from the JSON it prints with `--json`."
-    drifted = d['drifted']
-    lines = [f"{d['current']} against {d['reference']}: drift {'DETECTED' if d['drift_detected'] else 'not detected'} — "
-             f"{len(drifted)} of {len(d['columns'])} columns" + (f" ({', '.join(drifted)})" if drifted else '')]
-    def order(r: dict[str, Any]) -> tuple[bool, float]:
-        e = r['effect_value']
-        return bool(r['drift']), -math.inf if e is None or math.isnan(e) else e
-    for r in sorted(d['columns'], key=order, reverse=True)[:top]:
-        lines.append(f"  {'DRIFT' if r['drift'] else 'ok':<5} {r['column']:<24} {r['test']:<5} "
-                     f"p_adj={_num(r['p_adjusted'], '.3g')}  {r['effect']}={_num(r['effect_value'], '.4f')} "
-                     f"(threshold {_num(r['threshold'], '.4f')})" + (f"  ±{r['sketch_error']:.4f} (sketch)" if r.get('sketch_error') else ''))
+    from mlwork.drift.report import column_outcome, decision_sentence, effect_sentence
+    from mlwork.drift.univariate import OUTCOMES
+    rows = d['columns']
+    outcome = {r['column']: column_outcome(r) for r in rows}
+    named = {o: [r['column'] for r in rows if outcome[r['column']] == o] for o in OUTCOMES}
+    changed = len(named['material']) + len(named['changed'])
+    parts = [f"{len(named[o])} {word}" + (f" ({', '.join(named[o])})" if named[o] else '')
+             for o, word in (('material', 'material'), ('changed', 'below the bar'))]
+    untested = len(rows) - changed - len(named['no evidence'])
+    lines = [f"{d['current']} against {d['reference']}: {decision_sentence(d['decision'])}",
+             f"  {changed} of {len(rows)} columns changed: {', '.join(parts)}; {len(named['no evidence'])} no evidence of change"
+             + (f"; {untested} not tested" if untested else '')]
+    rank = {o: i for i, o in enumerate(OUTCOMES)}
+    def order(r: dict[str, Any]) -> tuple[int, float]:
+        e, bar = r.get('effect_value'), r.get('bar')
+        ratio = e / bar if e is not None and bar and not math.isnan(e) else -math.inf
+        return rank.get(outcome[r['column']], len(OUTCOMES)), -ratio
+    for r in sorted(rows, key=order)[:top]:
+        lines.append(f"  {outcome[r['column']]:<11} {r['column']:<24} {r.get('test') or '-':<5} "
+                     f"p_adj={_num(r.get('p_adjusted'), '.3g')}  {effect_sentence(r)}"
+                     + (f"  ±{r['sketch_error']:.4f} (sketch)" if r.get('sketch_error') else ''))
     if d.get('skipped_key_columns'):
         lines.append(f"  skipped id-like columns: {', '.join(d['skipped_key_columns'])}")
     return lines
 
-# %% ../../nbs/90_cli/93_drift.ipynb #ef336624
+# %% ../../nbs/90_cli/93_drift.ipynb #c352df24
 def _drift_columns(args: argparse.Namespace, ref: pl.DataFrame, cur: pl.DataFrame, ref_where: str) -> tuple[list[str], list[str]]:
     "The columns to compare, and the id-like ones skipped."
     from mlwork.checks import column_kind, id_like_columns
@@ -55,6 +66,54 @@ def _drift_columns(args: argparse.Namespace, ref: pl.DataFrame, cur: pl.DataFram
     usable = [c for c in shared if c not in ids and column_kind(ref.schema[c], 'drift') is not None]
     return usable, ids
 
+# %% ../../nbs/90_cli/93_drift.ipynb #7c4324ce
+def _bar_arg(text: str) -> tuple[str, float]:
+    "An argparse type: COLUMN=VALUE, a column's materiality bar."
+    name, sep, value = text.rpartition('=')
+    try:
+        bar = float(value)
+    except ValueError:
+        bar = math.nan
+    if not sep or not name or not bar >= 0 or math.isinf(bar):
+        raise argparse.ArgumentTypeError(f'expected COLUMN=VALUE with a number >= 0 (e.g. income=0.2), got {text!r}')
+    return name, bar
+
+def _kinds(ref: pl.DataFrame, usable: list[str]) -> dict[str, str | None]:
+    "The compared columns' kinds by their types; text columns are left to the detector (numbers stored as text are numeric)."
+    import polars as pl
+    from mlwork.checks import column_kind
+    return {c: None if ref.schema[c] == pl.String else column_kind(ref.schema[c], 'drift') for c in usable}
+
+def _bar_options(
+    args: argparse.Namespace,  # The parsed command line
+    kinds: dict[str, str | None],  # The compared columns and their kinds ('numeric', 'categorical'; None = the detector decides)
+) -> dict[str, Any]:
+    "DriftDetector's bar parameters, from the command line or from a contract (one source per run)."
+    given = [flag for flag, v in (('--bar', args.bar), ('--bar-numeric', args.bar_numeric),
+                                  ('--bar-categorical', args.bar_categorical), ('--reference-bars', args.reference_bars)) if v]
+    if (args.contract and given) or (args.reference_bars and len(given) > 1):
+        msg = (f"materiality bars come from one place per run: {'--contract' if args.contract else '--reference-bars'} "
+               f"or {', '.join(g for g in given if g != '--reference-bars')}, not both")
+        raise UsageError(msg)
+    if args.reference_bars:
+        return {'bars': 'reference'}
+    out: dict[str, Any] = {k: v for k, v in (('bar_numeric', args.bar_numeric), ('bar_categorical', args.bar_categorical)) if v is not None}
+    bars, source = dict(args.bar or []), 'user'
+    if args.contract:
+        from mlwork.data.contracts import Contract
+        contract = Contract.load(args.contract)
+        per_kind = contract.materiality_defaults()
+        out.update({f'bar_{k}': v for k, v in per_kind.items()})  # columns whose kind only the detector knows (numbers stored as text)
+        bars = {c: per_kind[k] for c, k in kinds.items() if k in per_kind}
+        bars.update({c: v for c, v in contract.materiality().items() if c in kinds})
+        source = 'contract'
+    unknown = sorted(set(bars) - set(kinds))
+    if unknown:
+        msg = f"--bar names column(s) not compared: {', '.join(unknown)} (compared: {', '.join(kinds)})"
+        raise UsageError(msg)
+    return {**out, 'bars': bars, 'bars_source': source} if bars else out
+
+# %% ../../nbs/90_cli/93_drift.ipynb #e6ccd49f
 def _drift_batches(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     from mlwork.data.sources import resolve_source
     from mlwork.drift.univariate import DriftDetector
@@ -66,7 +125,8 @@ def _drift_batches(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]
         msg = f"no columns to compare: {ref_src} and {cur_src} share no numeric or categorical column"
         raise UsageError(msg)
     ref, cur = ref.select(usable), cur.select(usable)
-    det = DriftDetector(alpha=args.alpha, correction=args.correction).fit(ref)
+    det = DriftDetector(alpha=args.alpha, correction=args.correction, alarm=args.alarm, alarm_share=args.alarm_share,
+                        **_bar_options(args, _kinds(ref, usable))).fit(ref)
     if args.report:
         from mlwork.drift.report import drift_report, reuse_sorted
     res = det.score(cur, keep_sorted=bool(args.report) and reuse_sorted(cur))
@@ -79,7 +139,7 @@ def _drift_batches(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]
         lines.append(f"  report: {d['report']} (JSON twin: {d['report_json']})")
     return d, lines
 
-# %% ../../nbs/90_cli/93_drift.ipynb #f21e835b
+# %% ../../nbs/90_cli/93_drift.ipynb #306b9708
 def _is_profile(source: str) -> bool:
     return Path(source).suffix.lower() == '.bin'
 
@@ -92,7 +152,16 @@ def _drift_profiles(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]
         if not Path(f).is_file():
             msg = f"{f} is a directory, not a profile file" if Path(f).is_dir() else f"no profile file at {f}"
             raise UsageError(msg)
-    res = profile_drift(args.reference, args.current, alpha=args.alpha, correction=args.correction, columns=args.columns or None)
+    if args.reference_bars:
+        msg = '--reference-bars learns bars from the reference rows, which a profile does not keep: give bars with --bar or --contract'
+        raise UsageError(msg)
+    from mlwork.data.profile import Profile
+    from mlwork.drift.profiles import profile_column_kind
+    ref_profile = Profile.load(args.reference)
+    named = [c for c in (args.columns or ref_profile.columns) if c in ref_profile.columns]
+    kinds: dict[str, str | None] = {c: k for c in named if (k := profile_column_kind(ref_profile, c)) is not None}
+    res = profile_drift(ref_profile, args.current, alpha=args.alpha, correction=args.correction, columns=args.columns or None,
+                        alarm=args.alarm, alarm_share=args.alarm_share, **_bar_options(args, kinds))
     d = {'reference': args.reference, 'current': args.current, 'source': 'profiles', **res.to_dict()}
     lines = drift_lines(d, args.top)
     if args.report:
@@ -102,21 +171,26 @@ def _drift_profiles(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]
         lines.append(f"  report: {d['report']}")
     return d, lines
 
-# %% ../../nbs/90_cli/93_drift.ipynb #27bc6754
+# %% ../../nbs/90_cli/93_drift.ipynb #5fd4d6d3
 def _drift(args: argparse.Namespace) -> Output:
     profiles = _is_profile(args.reference) or _is_profile(args.current)
     d, lines = _drift_profiles(args) if profiles else _drift_batches(args)
-    if d['drift_detected']:
+    if d['alarm']:
         raise CommandFailed(d, '\n'.join(lines), code=EXIT_DRIFT)
     return d, '\n'.join(lines)
 
 def register(sub: Any) -> None:
     "Add `drift` to the `mlwork` parser's subcommands."
-    c = add_command(sub, 'drift', _drift, words={'alpha': '--alpha', 'correction': '--correction', 'columns': '--columns'},
+    c = add_command(sub, 'drift', _drift, words={'alpha': '--alpha', 'correction': '--correction', 'columns': '--columns',
+                                                 'alarm': '--alarm', 'alarm_share': '--alarm-share', 'bar_numeric': '--bar-numeric',
+                                                 'bar_categorical': '--bar-categorical'},
                     help='compare two batches for drift, column by column',
-                    description='Per-column drift tests with effect sizes, Benjamini-Hochberg across columns and thresholds '
-                                'calibrated on the reference (see mlwork.drift.univariate).',
-                    epilog='exit codes: 0 no drift, 3 drift detected, 2 usage or bad input')
+                    description='Per-column tests (KS, chi-squared; Benjamini-Hochberg across columns) with effect sizes and '
+                                'their 95% intervals. Each column is material (changed, and its effect above the '
+                                'materiality bar), changed (the test rejects) or no evidence; the dataset alarm follows a '
+                                'stated rule (see mlwork.drift.univariate).',
+                    epilog='exit codes: 0 the dataset alarm is not raised, 3 it is raised (by the --alarm rule), '
+                           '2 usage or bad input')
     c.add_argument('reference', metavar='REFERENCE', help='a .parquet/.csv file, NAME[@VERSION] in the workspace, or a profile .bin')
     c.add_argument('current', metavar='CURRENT', help='a .parquet/.csv file, NAME[@VERSION] in the workspace, or a profile .bin')
     c.add_argument('--exclude', nargs='+', metavar='COL', help='columns to leave out')
@@ -125,3 +199,13 @@ def register(sub: Any) -> None:
     c.add_argument('--correction', choices=['bh', 'bonferroni', 'none'], default='bh', help='multiple-testing correction (default bh)')
     c.add_argument('--top', type=int_arg(1), default=15, help='columns to print (default 15)')
     c.add_argument('--report', metavar='FILE.html', help='write the standalone drift report (and its JSON twin FILE.json)')
+    c.add_argument('--alarm', default='changed', metavar='RULE',
+                   help='dataset alarm rule: changed (any column changed; default), material (any material column), '
+                        'share (at least --alarm-share of the columns material), severity (effect/bar averaged)')
+    c.add_argument('--alarm-share', type=rate_arg, default=0.2, metavar='SHARE', help='level of the share and severity rules (default 0.2)')
+    c.add_argument('--bar', nargs='+', type=_bar_arg, metavar='COLUMN=VALUE',
+                   help="a column's materiality bar (sd for numeric columns, share of rows for categorical ones)")
+    c.add_argument('--bar-numeric', type=float, metavar='SD', help='materiality bar of numeric columns, in reference sd (default 0.1)')
+    c.add_argument('--bar-categorical', type=rate_arg, metavar='TV', help='materiality bar of categorical columns, total variation (default 0.05)')
+    c.add_argument('--contract', metavar='FILE.yaml', help="materiality bars from a data contract's materiality fields")
+    c.add_argument('--reference-bars', action='store_true', help="learn each column's bar from the reference's own variation")
