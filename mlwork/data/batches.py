@@ -167,7 +167,7 @@ def restore_types(
     casts = [pl.col(c).cast(_hint_dtype(h)) for c, h in hints.items() if c in names]
     return frame.with_columns(casts) if casts else frame
 
-# %% ../../nbs/10_data/10a_batches.ipynb #bd6b3437
+# %% ../../nbs/10_data/10a_batches.ipynb #a8273e8a
 _HASH_PREFIX = b'mlwork-content-v2\n'
 HASH_SCHEME = 'rows-v2'  # recorded with every commit: how its content hash was computed
 _M64 = (1 << 64) - 1
@@ -193,6 +193,11 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 def _bytes_hash(s: pl.Series, seed: int) -> np.ndarray:
     "A 64-bit hash of each value of a String/Binary series (null slots: anything; they are masked by the caller)."
+    if s.dtype == pl.String and s.len() > 4096:  # a low-cardinality column: hash each distinct value once, then gather
+        distinct = s.drop_nulls().unique()
+        if 0 < distinct.len() * 8 < s.len():
+            codes = s.cast(pl.Enum(distinct)).to_physical().fill_null(0).to_numpy()
+            return _bytes_hash(distinct, seed)[codes]
     arr = s.cast(pl.Binary).fill_null(b'').to_arrow()
     arr = arr.combine_chunks() if hasattr(arr, 'combine_chunks') else arr
     arr = arr.cast('large_binary')
