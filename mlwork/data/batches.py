@@ -167,7 +167,7 @@ def restore_types(
     casts = [pl.col(c).cast(_hint_dtype(h)) for c, h in hints.items() if c in names]
     return frame.with_columns(casts) if casts else frame
 
-# %% ../../nbs/10_data/10a_batches.ipynb #a8273e8a
+# %% ../../nbs/10_data/10a_batches.ipynb #131f8a4e
 _HASH_PREFIX = b'mlwork-content-v2\n'
 HASH_SCHEME = 'rows-v2'  # recorded with every commit: how its content hash was computed
 _M64 = (1 << 64) - 1
@@ -187,9 +187,12 @@ def _type_tag(dtype: pl.DataType) -> str:
 def _mix(x: np.ndarray) -> np.ndarray:
     "splitmix64's finaliser on a uint64 array (wrapping arithmetic)."
     with np.errstate(over='ignore'):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
+        x = x ^ (x >> np.uint64(30))  # a new array: `x` itself is left as it was; the rest works in place
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+        return x
 
 def _bytes_hash(s: pl.Series, seed: int) -> np.ndarray:
     "A 64-bit hash of each value of a String/Binary series (null slots: anything; they are masked by the caller)."
@@ -219,7 +222,7 @@ def _bytes_hash(s: pl.Series, seed: int) -> np.ndarray:
             out = _mix(out + sums)
     return out
 
-# %% ../../nbs/10_data/10a_batches.ipynb #43054aa6
+# %% ../../nbs/10_data/10a_batches.ipynb #9376ccf0
 def _value_hashes(s: pl.Series, seed: int) -> np.ndarray:
     "A 64-bit hash of each value of a storage-typed series, nulls included, for lane `seed`."
     dt = s.dtype
@@ -238,7 +241,10 @@ def _value_hashes(s: pl.Series, seed: int) -> np.ndarray:
         h = _bytes_hash(s.cast(pl.String), seed)
     else:  # nested types: one JSON text per value
         h = _bytes_hash(s.to_frame('v').select(pl.struct('v').struct.json_encode()).to_series(), seed)
-    return np.where(s.is_null().to_numpy(), _NULL, h).astype(np.uint64)
+    h = np.asarray(h, dtype=np.uint64)
+    if s.null_count():
+        h = np.where(s.is_null().to_numpy(), _NULL, h).astype(np.uint64)
+    return h
 
 def _lane_sums(stored: pl.DataFrame) -> list[int]:
     "The two lane sums of a batch in storage types: sums over rows of the mixed row hashes (mod 2^64)."
