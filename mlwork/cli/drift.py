@@ -113,13 +113,16 @@ def _bar_options(
         raise UsageError(msg)
     return {**out, 'bars': bars, 'bars_source': source} if bars else out
 
-# %% ../../nbs/90_cli/93_drift.ipynb #e6ccd49f
+# %% ../../nbs/90_cli/93_drift.ipynb #c2622528
 def _drift_batches(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    from concurrent.futures import ThreadPoolExecutor
     from mlwork.data.sources import resolve_source
-    from mlwork.drift.univariate import DriftDetector
     ref_src = resolve_source(args.reference, home=args.home, verb='compare')
     cur_src = resolve_source(args.current, home=args.home, verb='compare')
-    ref, cur = ref_src.read(), cur_src.read()
+    with ThreadPoolExecutor(1) as pool:  # the batches are read (polars, without the GIL) while the detector's modules import
+        reading = pool.submit(lambda: (ref_src.read(), cur_src.read()))
+        from mlwork.drift.univariate import DriftDetector
+        ref, cur = reading.result()
     usable, ids = _drift_columns(args, ref, cur, str(ref_src))
     if not usable:
         msg = f"no columns to compare: {ref_src} and {cur_src} share no numeric or categorical column"
