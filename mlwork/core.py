@@ -30,9 +30,10 @@ __all__ = ['STORE_NAMES', 'DEFAULT_STORES', 'DEFAULT_CONFIG_TOML', 'LOG_LEVELS',
            'MlworkError', 'ConfigError', 'InvalidParameter', 'DataError', 'ContractViolation', 'NotFound',
            'ConflictError', 'NotFittedError', 'SignatureError', 'PermissionDenied', 'param_error', 'atomic_write',
            'sha256_file', 'utc_now', 'new_run_id', 'kv_html', 'package_versions', 'code_version', 'environment_info',
-           'WorkspaceConfig', 'parse_config', 'uri_scheme', 'resolve_uri', 'is_local', 'private_umask', 'scratch_dir',
-           'clean_scratch', 'workspace_root', 'Workspace', 'open_workspace', 'InitResult', 'init_workspace', 'redact',
-           'RedactingFilter', 'TextFormatter', 'JsonFormatter', 'get_logger', 'setup_logging', 'configure_logging']
+           'WorkspaceConfig', 'parse_config', 'uri_scheme', 'resolve_uri', 'is_local', 'private_umask', 'process_owner',
+           'owner_alive', 'scratch_dir', 'clean_scratch', 'workspace_root', 'Workspace', 'open_workspace', 'InitResult',
+           'init_workspace', 'redact', 'RedactingFilter', 'TextFormatter', 'JsonFormatter', 'get_logger',
+           'setup_logging', 'configure_logging']
 
 # %% ../nbs/00_foundation/00_core.ipynb #eb75b8bd
 class MlworkError(Exception):
@@ -342,10 +343,7 @@ def private_umask() -> Iterator[None]:
             _UMASK_DEPTH[0] -= 1
             os.umask(old)
 
-# %% ../nbs/00_foundation/00_core.ipynb #55ff9ef5
-SCRATCH = 'tmp'
-_OWNER = 'owner.json'
-
+# %% ../nbs/00_foundation/00_core.ipynb #de5289c2
 def _start_time(pid: int) -> str | None:
     "The kernel's start time of process `pid` (Linux), so a reused pid is not taken for the owner."
     try:
@@ -353,7 +351,13 @@ def _start_time(pid: int) -> str | None:
     except (OSError, IndexError):
         return None
 
-def _alive(owner: dict[str, Any]) -> bool:
+def process_owner(pid: int | None = None) -> dict[str, Any]:
+    "Who owns a lock, scratch folder or run: `{'pid', 'started'}` of process `pid` (default: this one), for `owner_alive`."
+    pid = os.getpid() if pid is None else pid
+    return {'pid': pid, 'started': _start_time(pid)}
+
+def owner_alive(owner: dict[str, Any]) -> bool:
+    "Whether the process recorded by `process_owner` still runs (a reused pid with another start time does not count)."
     pid = owner.get('pid')
     if not isinstance(pid, int) or pid <= 0:
         return False
@@ -366,6 +370,10 @@ def _alive(owner: dict[str, Any]) -> bool:
     started = _start_time(pid)
     return started is None or owner.get('started') in (None, started)
 
+# %% ../nbs/00_foundation/00_core.ipynb #918ccac9
+SCRATCH = 'tmp'
+_OWNER = 'owner.json'
+
 @contextmanager
 def scratch_dir(
     root: str | Path,  # The workspace root (or any folder that owns scratch space)
@@ -376,7 +384,7 @@ def scratch_dir(
     with private_umask():
         base.mkdir(parents=True, exist_ok=True)
         path = Path(tempfile.mkdtemp(prefix=f'{kind}-{os.getpid()}-', dir=base))
-        (path / _OWNER).write_text(json.dumps({'pid': os.getpid(), 'started': _start_time(os.getpid()), 'kind': kind}))
+        (path / _OWNER).write_text(json.dumps({**process_owner(), 'kind': kind}))
     try:
         yield path
     finally:
@@ -395,7 +403,7 @@ def clean_scratch(
             owner = {}
         if not owner and d.is_dir() and _utc_age(d) < 60:
             continue  # being created right now: the owner file is written just after the folder
-        if not _alive(owner):
+        if not owner_alive(owner):
             gone.append(d)
             if not dry_run:
                 shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
