@@ -39,7 +39,7 @@ setuptools.setup(
     # namespace discovery so the data and template folders are packaged as package data
     packages=setuptools.find_namespace_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
-    package_data={cfg['lib_path']: ['resources/*', 'templates/*']},
+    package_data={cfg['lib_path']: ['resources/*', 'resources/*/*', 'templates/*', 'pipelines/notebooks/*.ipynb']},
     install_requires=reqs('requirements'),
     extras_require={
         'dev': reqs('dev_requirements'),
