@@ -53,7 +53,7 @@ def _parameter(p: Mapping[str, Any]) -> Parameter:
     return Parameter(p['name'], t, default, help_, required=help_.lower().startswith('required'),
                      secret=p['name'].endswith(SECRET_SUFFIX))
 
-# %% ../../nbs/50_pipelines/50b_params.ipynb #cdab11a7
+# %% ../../nbs/50_pipelines/50b_params.ipynb #2b56c0bf
 @dataclass(frozen=True)
 class Pipeline:
     "A pipeline notebook: its name, where it is, what it is for, and its parameters."
@@ -73,6 +73,7 @@ class Pipeline:
         return {'name': self.name, 'path': str(self.path), 'source': self.source, 'description': self.description,
                 'parameters': [p.to_dict() for p in self.parameters.values()]}
 
+# %% ../../nbs/50_pipelines/50b_params.ipynb #00d5cf09
 def _description(path: Path) -> str:
     "The first line of prose after the notebook's title: what the pipeline does."
     try:
@@ -87,7 +88,7 @@ def _description(path: Path) -> str:
                 return lines[1] if len(lines) > 1 else lines[0]
     return ''
 
-# %% ../../nbs/50_pipelines/50b_params.ipynb #8308a5dd
+# %% ../../nbs/50_pipelines/50b_params.ipynb #439f62e9
 def load_pipeline(
     path: str | Path,  # A notebook file
     source: str = 'path',  # 'builtin' for the shipped ones
@@ -116,9 +117,10 @@ def builtin_names() -> list[str]:
     return sorted(f.stem for f in d.glob('*.ipynb')) if d.is_dir() else []
 
 def find_pipeline(
-    name: str,  # A built-in name ('drift') or a path to a notebook
+    name: str | Path,  # A built-in name ('drift') or a path to a notebook
 ) -> Pipeline:
     "The pipeline a user named: a built-in one by name, else a notebook path."
+    name = str(name)
     if name in builtin_names():
         return load_pipeline(builtin_dir() / f'{name}.ipynb', 'builtin')
     if name.endswith('.ipynb') or '/' in name or Path(name).is_file():
@@ -165,7 +167,7 @@ def _a(t: str) -> str:
     return {'int': 'an integer', 'float': 'a number', 'bool': 'true or false', 'list': 'a list (YAML, e.g. [a, b])',
             'dict': 'a mapping (YAML, e.g. {a: 1})', 'str': 'text'}.get(t, 'a value')
 
-# %% ../../nbs/50_pipelines/50b_params.ipynb #faef27b1
+# %% ../../nbs/50_pipelines/50b_params.ipynb #6a908e74
 def _check_type(param: Parameter, value: Any) -> None:
     "`InvalidParameter` unless `value` (from a YAML file or Python) has the parameter's type."
     if param.type == 'any' or value is None and not param.required:
@@ -178,8 +180,8 @@ def _check_type(param: Parameter, value: Any) -> None:
 def _check_secret(param: Parameter, value: Any) -> None:
     kind, _, where = str(value).partition(':')
     if value is not None and not (kind in ('env', 'file') and where):
-        msg = (f"Parameter {param.name!r} is a secret: pass a reference, env:NAME or file:PATH, never the value "
-               f"(it would be written into the notebook, the report and the manifest). Got a value of {len(str(value))} characters.")
+        msg = (f"Parameter {param.name!r} takes a reference (env:NAME or file:PATH), never the value itself, which would be "
+               f"written into the notebook, the report and the manifest. Got a value of {len(str(value))} characters.")
         raise InvalidParameter(msg)
 
 def _unknown(pipeline: Pipeline, name: str) -> InvalidParameter:
