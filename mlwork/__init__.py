@@ -10,6 +10,7 @@ by the code that needs them. Subpackages, by layer (a module imports only from i
 - drift and evaluation (20-29): ``mlwork.drift`` (kernels, univariate, power, multivariate, windows, profiles,
   alibi, estimate, report), ``mlwork.evaluation`` (metrics, explain)
 - models (30-39): ``mlwork.models`` (train, artifacts, tracking, registry, card)
+- production runs (50-59): ``mlwork.pipelines`` (context, params, runs, html, index), ``mlwork.schedule`` (files, serve)
 - panels (60-69): ``mlwork.ui``; the demo (80) and the command line (90): ``mlwork.demo``, ``mlwork.cli``
 
 This file is written by hand (nbdev keeps only its ``__version__`` line current).
@@ -54,6 +55,12 @@ _API: dict[str, str] = {
     **dict.fromkeys(['train_model', 'TrainedModel', 'LGBMTrainer'], '.models.train'),
     **dict.fromkeys(['Registry', 'ModelVersion'], '.models.registry'),
     **dict.fromkeys(['model_card', 'ModelCard'], '.models.card'),
+    # production runs
+    **dict.fromkeys(['run_pipeline', 'run_over', 'rerun', 'list_runs', 'RunResult', 'RerunResult', 'BatchResult'], '.pipelines.runs'),
+    **dict.fromkeys(['find_pipeline', 'list_pipelines', 'Pipeline'], '.pipelines.params'),
+    **dict.fromkeys(['notebook_html'], '.pipelines.html'),
+    **dict.fromkeys(['write_index'], '.pipelines.index'),
+    **dict.fromkeys(['load_schedule', 'Schedule'], '.schedule.files'),
     # panels and the demo
     **dict.fromkeys(['DriftPanel'], '.ui.panels'),
     **dict.fromkeys(['run_demo'], '.demo'),
@@ -102,7 +109,12 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names l
     from .models.card import ModelCard, model_card
     from .models.registry import ModelVersion, Registry
     from .models.train import LGBMTrainer, TrainedModel, train_model
+    from .pipelines.html import notebook_html
+    from .pipelines.index import write_index
+    from .pipelines.params import Pipeline, find_pipeline, list_pipelines
+    from .pipelines.runs import BatchResult, RerunResult, RunResult, list_runs, rerun, run_over, run_pipeline
     from .report import Report
+    from .schedule.files import Schedule, load_schedule
     from .series import Change, SeriesData, generate_series
     from .synthetic import SyntheticData, generate
     from .ui.panels import DriftPanel

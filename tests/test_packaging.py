@@ -36,7 +36,8 @@ def test_wheel_contains_data_attribution_and_templates(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in ('mlwork/resources/acs_employment_ma.parquet', 'mlwork/resources/README.md', 'mlwork/templates/report.html.j2',
               'mlwork/cli/main.py', 'mlwork/data/store.py', 'mlwork/drift/univariate.py', 'mlwork/models/registry.py',
-              'mlwork/_modidx.py'):  # every subpackage of the layout ships
+              'mlwork/_modidx.py', 'mlwork/pipelines/notebooks/drift.ipynb', 'mlwork/pipelines/notebooks/cycle.ipynb',
+              'mlwork/resources/widgets/embed.js', 'mlwork/pipelines/runs.py', 'mlwork/schedule/serve.py'):  # every subpackage of the layout ships
         assert f in names, f
     meta = next(n for n in names if n.endswith('entry_points.txt'))
     assert 'mlwork = mlwork.cli.main:main' in zipfile.ZipFile(wheel).read(meta).decode()

@@ -128,3 +128,35 @@ def test_over_runs_one_pipeline_per_value_on_dask(cli, ws, tmp_path):
     assert {m['batch']['id'] for m in res['runs']} == {res['batch']}
     assert all(m['batch']['worker'].startswith('tcp://') for m in res['runs'])      # ran on Dask workers
     assert all(Path(m['report_dir'], 'report.html').exists() for m in res['runs'])
+
+
+def test_lab_starts_jupyterlab_on_the_workspace(ws, tmp_path):
+    import socket
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([str(MLWORK), 'lab', '--home', str(ws), '--no-browser', '--port', str(port), '--',
+                          '--ServerApp.token=t0k', '--ServerApp.ip=127.0.0.1', *(['--allow-root'] if os.geteuid() == 0 else [])],
+                         cwd=tmp_path, env=clean_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        body, deadline = None, time.time() + 90
+        while time.time() < deadline and body is None:
+            try:
+                with urllib.request.urlopen(f'http://127.0.0.1:{port}/api/contents?token=t0k', timeout=5) as r:
+                    body = json.loads(r.read())
+            except OSError:
+                assert p.poll() is None, p.stdout.read()
+                time.sleep(0.5)
+        assert body is not None, 'JupyterLab did not answer'
+        names = {c['name'] for c in body['content']}
+        assert {'tour.ipynb', 'drift.ipynb', 'train.ipynb'} <= names      # the pipelines and the tour, in the workspace
+        with urllib.request.urlopen(f'http://127.0.0.1:{port}/lab?token=t0k', timeout=10) as r:
+            assert r.status == 200
+    finally:
+        p.terminate()
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
