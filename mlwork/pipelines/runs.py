@@ -137,7 +137,7 @@ def _mask(paths: list[Path], values: list[str]) -> int:
         atomic_write(p, text)
     return found
 
-# %% ../../nbs/50_pipelines/50c_runs.ipynb #c9f8ec5e
+# %% ../../nbs/50_pipelines/50c_runs.ipynb #abb45774
 _ENV_LOCK = __import__('threading').Lock()
 
 @contextlib.contextmanager
@@ -158,7 +158,9 @@ def _execute(pipeline: Pipeline, params: Mapping[str, Any], run_dir: Path, ws: W
     import papermill as pm
     out = run_dir / NOTEBOOK
     try:
-        with _kernel_env({RUN_DIR_ENV: str(run_dir), 'MLWORK_HOME': str(ws.root)}):
+        # OMP_WAIT_POLICY: LightGBM's OpenMP threads otherwise spin between calls, several times slower inside a kernel
+        env = {RUN_DIR_ENV: str(run_dir), 'MLWORK_HOME': str(ws.root), 'OMP_WAIT_POLICY': os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}
+        with _kernel_env(env):
             pm.execute_notebook(str(pipeline.path), str(out), parameters=dict(params), kernel_name=kernel,
                                 progress_bar=progress, cwd=str(run_dir), execution_timeout=timeout, log_output=False)
         return 'succeeded', None
