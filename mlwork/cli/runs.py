@@ -19,7 +19,7 @@ from ..core import ConflictError, open_workspace
 # %% auto #0
 __all__ = ['copy_pipeline', 'lab_command', 'register']
 
-# %% ../../nbs/90_cli/94b_runs.ipynb #95f026eb
+# %% ../../nbs/90_cli/94b_runs.ipynb #ba7f934d
 def _params_file(path: str | None) -> dict[str, Any]:
     from mlwork.pipelines.params import load_params_file
     return load_params_file(path) if path else {}
@@ -41,7 +41,7 @@ def _run(args: argparse.Namespace) -> Output:
     if args.dask is not None:
         raise UsageError('--dask runs the members of a batch: give --over NAME=VALUE,… with it')
     r = run_pipeline(args.pipeline, texts, values, home=args.home, reports=args.reports, show_code=args.show_code,
-                     progress=not args.no_progress and not args.json, timeout=args.timeout)
+                     progress=not args.no_progress and not args.json and sys.stderr.isatty(), timeout=args.timeout)
     if not r.ok:
         raise CommandFailed(r.to_dict(), str(r))
     return r.to_dict(), str(r)
@@ -135,7 +135,7 @@ def _lab(args: argparse.Namespace) -> Output:
     os.execve(sys.executable, cmd, {**os.environ, 'MLWORK_HOME': str(ws.root)})
     return {}, ''  # not reached: the process is JupyterLab now
 
-# %% ../../nbs/90_cli/94b_runs.ipynb #09fa0699
+# %% ../../nbs/90_cli/94b_runs.ipynb #28861514
 def _register_run(sub: Any) -> None:
     r = add_command(sub, 'run', _run, help='run a pipeline notebook with papermill: report, manifest, index',
                     description='Execute a pipeline (built-in name or notebook path) with papermill. Writes the executed '
@@ -152,7 +152,7 @@ def _register_run(sub: Any) -> None:
     r.add_argument('--dask', nargs='?', const='', default=None, metavar='ADDRESS',
                    help='run the batch on Dask: a LocalCluster, or the scheduler at ADDRESS')
     r.add_argument('--timeout', type=int, metavar='SECONDS', help='seconds one cell may take (default: no limit)')
-    r.add_argument('--no-progress', action='store_true', help="no cell progress bar on stderr")
+    r.add_argument('--no-progress', action='store_true', help="no cell progress bar on stderr (shown when stderr is a terminal)")
     rr = add_command(sub, 'rerun', _rerun, help='re-execute a run from its manifest and compare the results',
                      description='Re-execute a run with the same notebook, parameters, dataset versions and seeds, and compare '
                                  'its metrics, decisions and inputs with the original. Dry run unless --apply.',
