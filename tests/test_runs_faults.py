@@ -72,3 +72,21 @@ def test_a_cell_that_raises_changes_nothing(ws):
     # the failed runs are listed as failed, newest first
     runs = json.loads(mlwork(ws, 'runs', 'list', '--json').stdout)['runs']
     assert runs[0]['run_id'] == man['run_id'] and runs[0]['status'] == 'failed'
+
+
+def test_rerun_reproduces_train_and_drift_from_their_manifests(ws):
+    mlwork(ws, 'run', 'drift', '--no-progress')                                   # acs@latest is acs@1 now
+    mlwork(ws, 'run', 'ingest', '-p', 'year', '2018', '--no-progress')           # ... and a later version now
+    runs = json.loads(mlwork(ws, 'runs', 'list', '--json').stdout)['runs']
+    for pipeline in ('drift', 'train'):
+        original = next(m for m in runs if m['pipeline']['name'] == pipeline and m['status'] == 'succeeded')
+        assert any(i['dataset'] == 'acs' and i['version'] == 1 for i in original['inputs'])
+        r = mlwork(ws, 'rerun', original['run_id'], '--json', check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        res = json.loads(r.stdout)
+        assert res['same'] and res['differences'] == []
+        again = json.loads(mlwork(ws, 'runs', 'show', res['rerun'], '--json').stdout)
+        assert again['rerun_of'] == original['run_id'] and again['metrics'] == original['metrics']
+        assert {(i['dataset'], i['version']) for i in again['inputs']} == {(i['dataset'], i['version']) for i in original['inputs']}
+        if pipeline == 'train':   # a dry run: nothing registered by reproducing it
+            assert again['parameters']['dry_run'] is True and again['models']['written'] == []
