@@ -1,4 +1,4 @@
-"""`mlwork demo`, the main job, end to end through the real executable."""
+"""`mlwork demo`, the main job, end to end through the real executable: every step a papermill run, one index."""
 from __future__ import annotations
 
 import json
@@ -7,78 +7,148 @@ from pathlib import Path
 
 import polars as pl
 
+FULL = ['ingest', 'train', 'promote', 'ingest', 'validate', 'profile', 'drift', 'train', 'evaluate', 'promote',
+        'cycle', 'cycle', 'showcase']
+
+
+def _manifests(res: dict) -> list[dict]:
+    return [json.loads(Path(r['manifest']).read_text()) for r in res['runs']]
+
+
+def _check_index(res: dict, reports: Path) -> str:
+    "Every run's report, notebook and manifest exist and the index links them (relative links, no server needed)."
+    index = Path(res['index'])
+    assert index == reports / 'index.html' and res['report'] == res['index']
+    doc = index.read_text()
+    for r in res['runs']:
+        folder = reports / r['run_id']
+        assert Path(r['report']) == folder / 'report.html' and Path(r['manifest']) == folder / 'manifest.json'
+        for f in ('report.html', 'notebook.ipynb', 'manifest.json'):
+            assert (folder / f).exists() and f'href="{r["run_id"]}/{f}"' in doc
+    return doc
+
 
 def test_demo_end_to_end(cli, tmp_path):
     r = cli('demo', '--rows', '20000', '--seed', '3', '--json', '--log-format', 'json')
     assert r.code == 0, r.err
     res = r.json()
-    report, manifest = Path(res['report']), Path(res['manifest'])
-    assert report.parent == tmp_path / 'reports' and report.name == f"{res['run_id']}.html"
-    assert Path(res['workspace']).parent == tmp_path / 'mlwork-demo'
-    assert (Path(res['workspace']) / 'mlwork.toml').exists()
+    assert res['ok'] and not res['skipped'] and (res['rows'], res['seed'], res['quick']) == (20000, 3, False)
+    assert [x['pipeline'] for x in res['runs']] == FULL and all(x['status'] == 'succeeded' for x in res['runs'])
+    assert Path(res['workspace']).parent == tmp_path / 'mlwork-demo' and (Path(res['workspace']) / 'mlwork.toml').exists()
+    _check_index(res, tmp_path / 'reports')
 
     # logs on stderr are JSON lines, one object each (what a log collector reads)
-    logs = [json.loads(line) for line in r.err.splitlines() if line.strip()]
+    lines = [line for line in r.err.splitlines() if line.strip()]
+    logs = [json.loads(line) for line in lines]
     assert any(l['msg'] == 'demo finished' for l in logs) and all(l['logger'].startswith('mlwork') for l in logs)
 
-    man = json.loads(manifest.read_text())
-    assert man['parameters'] == {'rows': 20000, 'seed': 3}
-    assert man['summary']['acs']['reference_rows'] == 68_785
-    assert man['summary']['acs']['window_rows'] == {'2016': 69_126, '2017': 69_635, '2018': 70_131}
-    batch = pl.read_parquet(man['inputs']['credit']['path'])
-    assert batch.height == 20_000 and man['summary']['credit']['rows'] == 20_000
+    mans = _manifests(res)
+    by = lambda name: [m for m in mans if m['pipeline']['name'] == name]
+    assert all(m['status'] == 'succeeded' and m['parameters']['home'] == str(Path(res['workspace']).resolve()) for m in mans)
+    assert [m['parameters']['year'] for m in by('ingest')] == [2015, 2016] and [m['parameters']['year'] for m in by('cycle')] == [2017, 2018]
+    assert all(m['parameters']['seed'] == 3 for m in mans if 'seed' in m['parameters'])
 
-    # data: versions, validation, quarantine, lineage and profiles are really in the workspace
+    # data: the four ACS years are versions, features and labels apart, each window the rows it added
     from mlwork.core import open_workspace
     from mlwork.data.profile import Profile
     from mlwork.data.store import DatasetStore
+    from mlwork.models.registry import Registry
     ws = open_workspace(res['workspace'])
     store = DatasetStore.from_workspace(ws)
     assert store.version('acs') == 3 and store.version('acs_labels') == 3
-    assert man['outputs']['versions'] == {'raw': 'credit_raw@0', 'valid': 'credit@1', 'quarantine': 'credit__quarantine@0'}
+    assert [store.read('acs', version=0).height] + [store.read(f'acs#{v}').height for v in (1, 2, 3)] == [68_785, 69_126, 69_635, 70_131]
+    assert [m['metrics']['rows'] for m in by('ingest')] == [68_785, 69_126]
+    assert by('validate')[0]['inputs'][0]['version'] == 1 and by('validate')[0]['metrics']['valid_rows'] == 69_126
+    for m in by('profile') + by('cycle'):      # the profiles the runs stored
+        assert Profile.load(m['outputs']['profile']).n_rows > 0
+    # drift: 2016 against 2015 in the drift run, and each later year in its cycle
+    assert by('drift')[0]['metrics']['columns_changed'] > 0 and all(m['metrics']['columns_changed'] > 0 for m in by('cycle'))
+
+    # models: one registered version per train and cycle; the champion is where the last alias move put it
+    reg = Registry(ws)
+    written = [w['version'] for m in mans for w in m['models']['written']]
+    assert written == [1, 2, 3, 4] and reg.show('acs_employment', 4).version == 4
+    moves = [a for m in mans for a in m['aliases'] if a['alias'] == 'champion']
+    assert moves[0] == {'model': 'acs_employment', 'alias': 'champion', 'from': None, 'to': 1}
+    assert reg.show('acs_employment', 'champion').version == moves[-1]['to']
+    assert [d['what'] for d in by('evaluate')[0]['decisions']] and by('promote')[1]['decisions'][0]['what'] == 'promotion gate'
+
+    # the showcase: the credit batch, its validation scored against the truth, drift, estimates, tampering
+    show = by('showcase')[0]
+    assert show['parameters']['rows'] == 20000 and show['parameters']['seed'] == 3
+    folder = Path(show['report_dir'])
+    summary = json.loads((folder / show['outputs']['summary']).read_text())
+    sec = summary['sections']
+    batch = pl.read_parquet(folder / show['outputs']['credit_batch'])
+    assert batch.height == 20_000 and sec['credit']['rows'] == 20_000
+    assert sec['data']['versions'] == {'raw': 'credit_raw@0', 'valid': 'credit@1', 'quarantine': 'credit__quarantine@0'}
     raw, quarantine = store.read('credit_raw'), store.read('credit__quarantine')
     reference_rows = store.read('credit', version=0).height                 # the reference is still there
     added = store.read('credit', version=1).height - reference_rows           # version 1 appended the valid rows
     assert reference_rows == 20_000 and raw.height == added + quarantine.height == 20_000   # nothing dropped
     assert set(quarantine['id'].cast(pl.Int64)) <= set(raw['id'])
-    recall = man['summary']['data']['recall']
-    assert recall and all(r['injected'] == r['in_quarantine'] == r['with_reason_on_that_column'] for r in recall)
-    assert sum(r['injected'] for r in recall) == man['summary']['credit']['corrupt_rows']
-    assert [r['inputs'] for r in store.lineage('credit', 1)] == [['credit_raw@0']]
-    for path in man['outputs']['profiles']:
-        assert Profile.load(path).n_rows > 0
-    assert 'severity:' in Path(man['outputs']['contract']).read_text()
-    # drift: the injected income drift of the credit batch is flagged by the detector
-    assert 'income' in man['summary']['drift']['credit_drifted']
-    assert set(man['summary']['drift']['acs_windows']) == {'2016', '2017', '2018'}
-    # the joint distribution of 2018 against 2015: both multivariate tests ran; the classifier names what separates them
-    multi = {r['test']: r for r in man['summary']['drift']['multivariate']}
-    assert set(multi) == {'domain_classifier', 'mmd'} and 0 <= multi['mmd']['p-value'] <= 1
-    assert 0.5 < multi['domain_classifier']['statistic'] < 1 and len(multi['domain_classifier']['top_features']) == 3
-    # the credit batch from profiles alone: close to the exact KS, same decisions, income flagged
-    prof = man['summary']['drift']['from_profiles']
+    recall = sec['data']['recall']
+    assert recall and all(x['injected'] == x['in_quarantine'] == x['with_reason_on_that_column'] for x in recall)
+    assert sum(x['injected'] for x in recall) == sec['credit']['corrupt_rows'] == show['metrics']['corrupt_rows_quarantined']
+    assert {'what': 'quarantine recall', 'decision': 'complete'}.items() <= show['decisions'][0].items()
+    assert [x['inputs'] for x in store.lineage('credit', 1)] == [['credit_raw@0']]
+    assert 'severity:' in Path(show['outputs']['contract']).read_text()
+    # drift: the injected income drift of the credit batch is flagged, exactly and from the profiles alone
+    assert 'income' in sec['credit_drift']['drifted']
+    prof = sec['credit_drift']['from_profiles']
     assert prof['decisions_agree'] and prof['max_ks_difference'] < 0.0055 and 'income' in prof['drifted']
+    # the joint distribution of 2018 against 2015: both multivariate tests ran; the classifier names what separates them
+    multi = {x['test']: x for x in sec['multivariate']['tests']}
+    assert set(multi) == {'domain_classifier', 'mmd'} and 0 <= multi['mmd']['p-value'] <= 1 and '2018' in sec['multivariate']['window']
+    assert 0.5 < multi['domain_classifier']['statistic'] < 1 and len(multi['domain_classifier']['top_features']) == 3
+    # time-ordered: iid tests alarm before the change, the reference-variation rule does not as much, and fires after it
+    t = sec['time_ordered']
+    assert t['iid']['before'] > t['reference']['before'] and t['reference']['after'] > 0
+    # label-free estimates of the champion for every production year, near the realised values
+    est = [x for x in sec['estimates']['rows'] if x['metric'] == 'roc_auc']
+    assert sorted(x['window'] for x in est) == ['2016', '2017', '2018'] and all(abs(x['estimate'] - x['realised']) < 0.03 for x in est)
+    assert sec['estimates']['version'] == reg.show('acs_employment', 'champion').version
+    # a changed model file is refused; restored, it verifies; the audit log is intact
+    assert sec['tamper']['refused'] and sec['tamper']['audit_ok'] and reg.verify('acs_employment', 'champion')
 
-    doc = report.read_text()
-    assert doc.startswith('<!DOCTYPE html>') and doc.count('<svg') >= 2
-    for heading in ('ACS employment data (real)', 'Synthetic credit batch (known faults)', 'Versioned data',
-                    'Validation and quarantine', 'Every injected corrupt row is in quarantine', 'Profiles', 'Drift', 'Reproduce this run'):
+    doc = (folder / 'report.html').read_text()
+    assert doc.lstrip().startswith('<!DOCTYPE html>') and doc.count('<svg') >= 2
+    for heading in ('A credit batch with known faults', 'Validation and quarantine', 'Drift of the joint distribution',
+                    'from profiles alone', 'Time-ordered data', 'Performance without labels', 'A tampered model is refused'):
         assert heading in doc
-    # the numbers the report shows are the data's: rows per survey year
-    for n in ('68,785', '69,126', '69,635', '70,131'):
-        assert n in doc
-    # self-contained: no scripts, nothing fetched
-    assert '<script' not in doc and not re.search(r'(src|href)="https?://', doc)
+    # nothing fetched from the network
+    assert not re.search(r'(src|href)="https?://', doc)
     # PII values never reach the report
     for col in ('email', 'phone', 'card_number'):
         assert not any(v in doc for v in batch[col].drop_nulls().head(500).cast(pl.String))
-    assert len(doc) < 2_000_000
 
 
-def test_demo_twice_gives_two_runs(cli, tmp_path):
-    a = cli('demo', '--rows', '2000', '--json').json()
-    b = cli('demo', '--rows', '2000', '--json').json()
-    assert a['run_id'] != b['run_id'] and Path(a['report']).exists() and Path(b['report']).exists()
+def test_demo_quick(cli, tmp_path):
+    r = cli('demo', '--quick', '--reports', 'out')
+    assert r.code == 0, r.err
+    # each run's line as it finishes, then the index
+    lines = r.out.splitlines()
+    assert [l.split()[2] for l in lines[:4]] == ['ingest', 'train', 'promote', 'cycle'] and lines[0].startswith('[ 1/4]')
+    assert all(' succeeded ' in l and l.endswith('/report.html') for l in lines[:4])
+    index = tmp_path / 'out' / 'index.html'
+    assert f'index:     {index}' in r.out and index.exists()
+    runs = sorted(p.name for p in (tmp_path / 'out').iterdir() if p.is_dir())
+    assert [n.split('-')[0] for n in runs] == ['cycle', 'ingest', 'promote', 'train']
+    doc = index.read_text()
+    assert all(f'href="{n}/report.html"' in doc for n in runs)
+    cycle = json.loads((tmp_path / 'out' / [n for n in runs if n.startswith('cycle')][0] / 'manifest.json').read_text())
+    assert cycle['status'] == 'succeeded' and cycle['parameters']['year'] == 2016
+    assert {a['alias'] for a in cycle['aliases']} >= {'challenger'}
+
+
+def test_demo_twice_gives_two_runs(tmp_path):
+    from mlwork.demo import DemoStep, run_demo
+    step = [DemoStep('ingest', {'year': 2015})]
+    a = run_demo(tmp_path / 'a', tmp_path / 'reports', steps=step)
+    b = run_demo(tmp_path / 'b', tmp_path / 'reports', steps=step)
+    assert a.ok and b.ok and a.demo_id != b.demo_id and a.runs[0]['run_id'] != b.runs[0]['run_id']
+    assert Path(a.runs[0]['report']).exists() and Path(b.runs[0]['report']).exists()
+    _check_index(b.to_dict(), tmp_path / 'reports')
 
 
 def test_demo_refuses_a_used_workspace(cli, tmp_path):
@@ -87,4 +157,4 @@ def test_demo_refuses_a_used_workspace(cli, tmp_path):
     r = cli('demo', '--workspace', 'ws', '--rows', '2000')
     assert r.code == 2 and 'must be a new or empty folder' in r.err and 'Traceback' not in r.err
     assert (tmp_path / 'ws' / 'keep.txt').read_text() == 'x'
-
+    assert not (tmp_path / 'reports').exists() or not any((tmp_path / 'reports').iterdir())

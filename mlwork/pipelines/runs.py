@@ -251,7 +251,7 @@ def _close_run(ws: Workspace, pipeline: Pipeline, man: dict[str, Any], params: M
     refresh_index(ws, folder.parent)
     return man
 
-# %% ../../nbs/50_pipelines/50c_runs.ipynb #9fc334ed
+# %% ../../nbs/50_pipelines/50c_runs.ipynb #421de6b1
 def read_manifest(path: str | Path) -> dict[str, Any]:
     "A run manifest from its file (or its run folder); a one-line error naming the file when it is missing or not a manifest."
     from mlwork.core import DataError
@@ -303,10 +303,10 @@ def find_run(ws: Workspace, ref: str) -> dict[str, Any]:
     return hits[0]
 
 def refresh_index(ws: Workspace, reports_dir: Path) -> Path:
-    "Rewrite `<reports>/index.html` from the manifests of the runs whose folders are there."
+    "Rewrite `<reports>/index.html` from every run folder there (runs of other workspaces too), killed runs marked first."
     from mlwork.pipelines.index import write_index
-    mine = [m for m in list_runs(ws) if Path(m.get('report_dir') or '/').parent == Path(reports_dir)]
-    return write_index(reports_dir, mine)
+    list_runs(ws)  # marks this workspace's killed runs in both copies of their manifests
+    return write_index(reports_dir)
 
 # %% ../../nbs/50_pipelines/50c_runs.ipynb #e55d193f
 def run_pipeline(
