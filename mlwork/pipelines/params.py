@@ -18,8 +18,8 @@ import mlwork
 from ..core import InvalidParameter, NotFound
 
 # %% auto #0
-__all__ = ['SECRET_SUFFIX', 'TYPES', 'Parameter', 'Pipeline', 'load_pipeline', 'builtin_dir', 'builtin_names', 'find_pipeline',
-           'list_pipelines', 'parse_value', 'resolve_params', 'load_params_file']
+__all__ = ['SECRET_SUFFIX', 'TYPES', 'Parameter', 'Pipeline', 'import_papermill', 'load_pipeline', 'builtin_dir', 'builtin_names',
+           'find_pipeline', 'list_pipelines', 'parse_value', 'resolve_params', 'load_params_file']
 
 # %% ../../nbs/50_pipelines/50b_params.ipynb #b38b40f4
 SECRET_SUFFIX = '_secret'
@@ -88,13 +88,26 @@ def _description(path: Path) -> str:
                 return lines[1] if len(lines) > 1 else lines[0]
     return ''
 
-# %% ../../nbs/50_pipelines/50b_params.ipynb #439f62e9
+# %% ../../nbs/50_pipelines/50b_params.ipynb #3539ff3d
+def import_papermill() -> Any:
+    "papermill, imported without jsonschema's 'iri' format checker (a second of start-up no notebook check uses)."
+    import sys
+    if 'jsonschema' not in sys.modules and 'rfc3987_syntax' not in sys.modules:
+        sys.modules['rfc3987_syntax'] = None  # type: ignore[assignment]  # jsonschema skips the checker on ImportError
+        try:
+            import papermill
+        finally:
+            del sys.modules['rfc3987_syntax']
+    import papermill
+    return papermill
+
+# %% ../../nbs/50_pipelines/50b_params.ipynb #4c5fcb72
 def load_pipeline(
     path: str | Path,  # A notebook file
     source: str = 'path',  # 'builtin' for the shipped ones
 ) -> Pipeline:
     "Read a pipeline notebook and its parameters; `InvalidParameter` if it is not a notebook papermill can run."
-    import papermill as pm
+    pm = import_papermill()
     p = Path(path).expanduser().resolve()
     if not p.is_file():
         msg = f"No pipeline notebook at {p}. Expected a built-in name ({', '.join(builtin_names())}) or a path to an .ipynb file."
