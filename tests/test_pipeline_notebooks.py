@@ -89,6 +89,12 @@ def decision(records, what):
     return found[-1]
 
 
+def written(folder):
+    "The dataset versions a run recorded as written (`mlwork.pipelines.context.record_dataset`), as (name, version, reused)."
+    lines = (folder / 'record.jsonl').read_text().splitlines() if (folder / 'record.jsonl').exists() else []
+    return [(r['name'], r['version'], r['reused']) for r in map(json.loads, lines) if r['kind'] == 'dataset']
+
+
 def output(records, name, folder):
     found = [r for r in records if r['kind'] == 'output' and r['name'] == name]
     assert found, (name, records)
@@ -126,8 +132,9 @@ def test_ingest_reference_then_a_window(ws):
     assert ws.store.version('acs') == 0 and ws.store.version('acs_labels') == 0
     assert 'employed' not in ws.store.read('acs').columns  # features and labels apart
     assert decision(records, 'ingest')['decision'] == 'stored'
-    records, _ = ws.run('ingest', year=2016)
+    records, folder = ws.run('ingest', year=2016)
     assert ws.store.version('acs') == 1 and ws.store.read('acs#1')['year'].unique().to_list() == [2016]
+    assert written(folder) == [('acs', 1, False), ('acs_labels', 1, False)]
     assert ws.store.read('acs_labels#1').height == ws.store.read('acs#1').height
     assert [(r['name'], r['value']) for r in kinds(records, 'metric')] == [('rows', ws.store.read('acs#1').height)]
 
@@ -140,6 +147,7 @@ def test_validate_infers_the_contract_and_stores_with_lineage(ws):
     assert ws.store.read('acs_valid').height + (ws.store.read('acs_valid__quarantine').height if ws.store.exists('acs_valid__quarantine') else 0) \
         == ws.store.read('acs#1').height  # nothing dropped
     assert [r['inputs'] for r in ws.store.lineage('acs_valid')] == [['acs@1']]
+    assert ('acs_valid', 0, False) in written(folder)
     assert decision(records, 'validation')['decision'].startswith('passed')
 
 
@@ -224,12 +232,22 @@ def test_a_failing_cell_leaves_the_workspace_as_it_was(ws):
 
 
 def test_dry_run_cycle_writes_nothing(ws):
+    from sklearn.metrics import log_loss
+    from mlwork.datasets import load_acs, load_acs_labels
     before = ws.state()
-    records, _ = ws.run('cycle', year=2018, dry_run=True, num_boost_round=10, n_boot=100)
-    assert ws.state() == before
+    records, folder = ws.run('cycle', year=2018, dry_run=True, num_boost_round=10, n_boot=100, metric='log_loss')
+    assert ws.state() == before and written(folder) == []
     assert decision(records, 'ingest acs')['decision'] == 'dry run: not stored'
     assert decision(records, 'promote')['decision'] == 'dry run: not moved'
     assert not kinds(records, 'alias') and not [r for r in kinds(records, 'model') if r['action'] == 'written']
+    # log loss: lower is better, so the gate reads the challenger's gain as minus the difference (its lower end is -upper)
+    metrics = {r['name']: r['value'] for r in kinds(records, 'metric')}
+    rows = load_acs(2018, labels=False).join(load_acs_labels(2018).select('id', 'employed'), on='id').filter(pl.col('id') % 5 == 0)
+    champion = ws.registry().load(MODEL, 'champion')
+    assert np.isclose(metrics['log_loss_champion'], log_loss(rows['employed'].to_numpy(), champion.predict(rows.select(champion.features))))
+    gate = decision(records, 'promotion gate')
+    assert gate['decision'] == ('passed' if -metrics['log_loss_upper'] > -0.005 else 'refused')
+    assert f"lower end of the gain {-metrics['log_loss_upper']:+.4f}" in gate['why']
 
 
 def test_tour_runs_on_the_workspace(ws):

@@ -14,13 +14,14 @@ from ..core import InvalidParameter, utc_now
 
 # %% auto #0
 __all__ = ['RUN_DIR_ENV', 'RECORD_FILE', 'OUTPUTS_DIR', 'RECORD_KINDS', 'run_dir', 'run_id', 'read_records', 'record_input',
-           'record_model', 'record_alias', 'record_metric', 'record_decision', 'output_dir', 'record_output', 'secret']
+           'record_model', 'record_alias', 'record_dataset', 'record_metric', 'record_decision', 'output_dir',
+           'record_output', 'secret']
 
-# %% ../../nbs/50_pipelines/50a_context.ipynb #7d2b80dd
+# %% ../../nbs/50_pipelines/50a_context.ipynb #45d17243
 RUN_DIR_ENV = 'MLWORK_RUN_DIR'
 RECORD_FILE = 'record.jsonl'
 OUTPUTS_DIR = 'outputs'
-RECORD_KINDS = ('input', 'model', 'alias', 'metric', 'decision', 'output')
+RECORD_KINDS = ('input', 'model', 'alias', 'metric', 'decision', 'output', 'dataset')
 
 def run_dir() -> Path | None:
     "The folder of the `mlwork run` executing this notebook (`$MLWORK_RUN_DIR`), or None outside a run."
@@ -87,6 +88,20 @@ def record_alias(
 ) -> None:
     "Record an alias the run moved."
     _append('alias', model=model, alias=alias, old=old, new=new)
+
+# %% ../../nbs/50_pipelines/50a_context.ipynb #be32663b
+def record_dataset(
+    name: str,  # The dataset's name in the store
+    version: int,  # The version written (or found already stored)
+    content_hash: str | None = None,  # The version's content hash
+    *,
+    reused: bool = False,  # True when the batch was already stored (exactly-once loads): nothing new was written
+) -> None:
+    "Record a dataset version the run wrote."
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        msg = f"The 'version' parameter of record_dataset must be an int >= 0. Got {version!r} instead."
+        raise InvalidParameter(msg)
+    _append('dataset', name=name, version=version, content_hash=content_hash, reused=bool(reused))
 
 # %% ../../nbs/50_pipelines/50a_context.ipynb #8aef9ae3
 def record_metric(

@@ -86,7 +86,7 @@ def write_manifest(ws: Workspace, man: dict[str, Any]) -> None:
     if man.get('report_dir'):
         atomic_write(Path(man['report_dir']) / MANIFEST, data)
 
-# %% ../../nbs/50_pipelines/50c_runs.ipynb #41744b37
+# %% ../../nbs/50_pipelines/50c_runs.ipynb #ed22847c
 def _start_manifest(ws: Workspace, pipeline: Pipeline, run_id: str, params: Mapping[str, Any], report_dir: Path,
                     batch: Mapping[str, Any] | None, rerun_of: str | None, kernel: str) -> dict[str, Any]:
     import platform
@@ -96,14 +96,14 @@ def _start_manifest(ws: Workspace, pipeline: Pipeline, run_id: str, params: Mapp
             'batch': dict(batch) if batch else None, 'status': 'running', 'started': utc_now().isoformat(),
             'finished': None, 'duration_s': None, 'owner': {**process_owner(), 'host': socket.gethostname()},
             'workspace': str(ws.root), 'parameters': dict(params), 'inputs': [], 'models': {'read': [], 'written': []},
-            'aliases': [], 'metrics': {}, 'decisions': [],
+            'aliases': [], 'datasets_written': [], 'metrics': {}, 'decisions': [],
             'outputs': {'report': REPORT, 'notebook': NOTEBOOK, 'manifest': MANIFEST}, 'error': None,
             'code': {**code_version(), 'notebook_git': notebook_code},
             'environment': {'python': platform.python_version(), 'platform': platform.platform(), 'kernel': kernel,
                             'packages': package_versions(RUN_PACKAGES)},
             'audit': None, 'rerun_of': rerun_of, 'report_dir': str(report_dir)}
 
-# %% ../../nbs/50_pipelines/50c_runs.ipynb #258b0444
+# %% ../../nbs/50_pipelines/50c_runs.ipynb #f8c78ae3
 def fold_records(man: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
     "The manifest with what the notebook recorded (`mlwork.pipelines.context`) folded in."
     for r in records:
@@ -120,6 +120,8 @@ def fold_records(man: dict[str, Any], records: list[dict[str, Any]]) -> dict[str
             man['decisions'].append({x: r.get(x) for x in ('what', 'decision', 'why')})
         elif k == 'output':
             man['outputs'][r['name']] = r['path']
+        elif k == 'dataset':
+            man.setdefault('datasets_written', []).append({x: r.get(x) for x in ('name', 'version', 'content_hash', 'reused')})
     return man
 
 # %% ../../nbs/50_pipelines/50c_runs.ipynb #df25e9ad
