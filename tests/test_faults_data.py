@@ -190,6 +190,7 @@ def test_the_same_rows_again_are_one_batch_unless_given_another_id(store):
     v0 = store.ingest('t', f)
     again = store.ingest('t', f.reverse())                              # same rows, any order: the same batch
     assert (again.version, again.reused, again.content_hash) == (0, True, v0.content_hash)
+    assert store.orphans('t', min_age_s=0) == []                        # its Parquet file, written ahead, is removed
     v1 = store.ingest('t', f, batch_id='second delivery')
     assert (v1.version, v1.reused, store.read('t').height) == (1, False, 6)
     assert content_hash(store.read('t#1')) == v1.content_hash

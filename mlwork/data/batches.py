@@ -21,9 +21,9 @@ from ..checks import Interval, check_param
 from ..core import DataError, NotFound, param_error
 
 # %% auto #0
-__all__ = ['NAME_RE', 'QUARANTINE_SUFFIX', 'HASH_SCHEME', 'CSV_SAMPLE_ROWS', 'SCHEMA_POLICIES', 'check_name', 'quarantine_name',
-           'DatasetRef', 'parse_ref', 'to_storage', 'restore_types', 'content_hash', 'frames_content_hash',
-           'stream_content_hash', 'scan_batch', 'load_batch', 'conform']
+__all__ = ['NAME_RE', 'QUARANTINE_SUFFIX', 'HASH_SCHEME', 'CSV_SAMPLE_ROWS', 'FILE_SUFFIXES', 'SCHEMA_POLICIES', 'check_name',
+           'quarantine_name', 'DatasetRef', 'parse_ref', 'to_storage', 'restore_types', 'content_hash',
+           'frames_content_hash', 'stream_content_hash', 'check_batch_file', 'scan_batch', 'load_batch', 'conform']
 
 # %% ../../nbs/10_data/10a_batches.ipynb #60dd2114
 NAME_RE = re.compile(r'[a-z0-9][a-z0-9_.-]{0,127}')  # full match; '..' refused separately
@@ -222,40 +222,78 @@ def _bytes_hash(s: pl.Series, seed: int) -> np.ndarray:
             out = _mix(out + sums)
     return out
 
-# %% ../../nbs/10_data/10a_batches.ipynb #9376ccf0
-def _value_hashes(s: pl.Series, seed: int) -> np.ndarray:
-    "A 64-bit hash of each value of a storage-typed series, nulls included, for lane `seed`."
+# %% ../../nbs/10_data/10a_batches.ipynb #70cf8677
+def _value_bits(s: pl.Series, seed: int) -> tuple[np.ndarray, bool]:
+    "Each value of a storage-typed series as a uint64 (null slots: anything), and whether it is already a mixed hash."
     dt = s.dtype
     if dt == pl.Boolean or (dt.is_numeric() and not isinstance(dt, pl.Decimal)) or dt.is_temporal():
         phys = s.to_physical()
         if phys.dtype.is_float():
-            phys = phys.cast(pl.Float64).fill_nan(float('nan'))
-            bits = phys.fill_null(0.0).to_numpy()
-            bits = np.where(np.isnan(bits), np.float64('nan'), bits).view(np.uint64)
-        else:
-            bits = phys.cast(pl.Int64 if phys.dtype != pl.UInt64 else pl.UInt64).fill_null(0).to_numpy().view(np.uint64)
-        h = _mix(bits ^ np.uint64(seed))
-    elif dt in (pl.String, pl.Binary):
-        h = _bytes_hash(s, seed)
-    elif isinstance(dt, pl.Decimal):
-        h = _bytes_hash(s.cast(pl.String), seed)
-    else:  # nested types: one JSON text per value
-        h = _bytes_hash(s.to_frame('v').select(pl.struct('v').struct.json_encode()).to_series(), seed)
-    h = np.asarray(h, dtype=np.uint64)
+            floats = phys.cast(pl.Float64).fill_null(0.0).to_numpy()
+            nan = np.isnan(floats)
+            if nan.any():  # one NaN bit pattern for every NaN
+                floats = np.where(nan, np.float64('nan'), floats)
+            return floats.view(np.uint64), False
+        return phys.cast(pl.Int64 if phys.dtype != pl.UInt64 else pl.UInt64).fill_null(0).to_numpy().view(np.uint64), False
+    if dt in (pl.String, pl.Binary):
+        return _bytes_hash(s, seed), True
+    if isinstance(dt, pl.Decimal):
+        return _bytes_hash(s.cast(pl.String), seed), True
+    return _bytes_hash(s.to_frame('v').select(pl.struct('v').struct.json_encode()).to_series(), seed), True  # nested: JSON text
+
+def _value_hashes(s: pl.Series, seed: int) -> np.ndarray:
+    "A 64-bit hash of each value of a storage-typed series, nulls included, for lane `seed`."
+    bits, mixed = _value_bits(s, seed)
+    h = np.asarray(bits if mixed else _mix(bits ^ np.uint64(seed)), dtype=np.uint64)
     if s.null_count():
         h = np.where(s.is_null().to_numpy(), _NULL, h).astype(np.uint64)
     return h
 
+# %% ../../nbs/10_data/10a_batches.ipynb #d27e7a16
+_BLOCK = 1 << 15  # rows mixed at a time: the working arrays stay in the CPU cache
+_K1, _K2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+def _mix_inplace(x: np.ndarray, tmp: np.ndarray) -> None:
+    "`_mix` of uint64 array `x` written into `x`, with `tmp` (same length) as scratch."
+    np.right_shift(x, np.uint64(30), out=tmp); x ^= tmp; x *= _K1
+    np.right_shift(x, np.uint64(27), out=tmp); x ^= tmp; x *= _K2
+    np.right_shift(x, np.uint64(31), out=tmp); x ^= tmp
+
 def _lane_sums(stored: pl.DataFrame) -> list[int]:
     "The two lane sums of a batch in storage types: sums over rows of the mixed row hashes (mod 2^64)."
-    lanes = [np.zeros(stored.height, dtype=np.uint64) for _ in _SEEDS]
+    n = stored.height
+    lanes = np.zeros((len(_SEEDS), n), dtype=np.uint64)
+    value, lane, tmp = (np.empty(min(n, _BLOCK), dtype=np.uint64) for _ in range(3))
     with np.errstate(over='ignore'):
-        for name in stored.columns:
-            values = _value_hashes(stored[name], _SEEDS[0])  # one value hash, mixed with a different tag per lane
-            for lane, seed in zip(lanes, _SEEDS):
-                tag = int.from_bytes(hashlib.sha256(f'{seed}\0{name}\0{_type_tag(stored[name].dtype)}'.encode()).digest()[:8], 'little')
-                lane += _mix(values ^ np.uint64(tag))
-    return [int(_mix(lane).sum(dtype=np.uint64)) if stored.height else 0 for lane in lanes]
+        for name in stored.columns:  # one value hash per value, mixed with a different tag per lane, block by block
+            s = stored[name]
+            bits, mixed = _value_bits(s, _SEEDS[0])
+            nulls = s.is_null().to_numpy() if s.null_count() else None
+            tags = [np.uint64(int.from_bytes(hashlib.sha256(f'{seed}\0{name}\0{_type_tag(s.dtype)}'.encode()).digest()[:8], 'little'))
+                    for seed in _SEEDS]
+            for lo in range(0, n, _BLOCK):
+                hi = min(lo + _BLOCK, n)
+                v, w, t = value[:hi - lo], lane[:hi - lo], tmp[:hi - lo]
+                if mixed:
+                    v[...] = bits[lo:hi]
+                else:
+                    np.bitwise_xor(bits[lo:hi], np.uint64(_SEEDS[0]), out=v)
+                    _mix_inplace(v, t)
+                if nulls is not None:
+                    np.putmask(v, nulls[lo:hi], _NULL)
+                for k, tag in enumerate(tags):
+                    np.bitwise_xor(v, tag, out=w)
+                    _mix_inplace(w, t)
+                    lanes[k, lo:hi] += w
+        sums = [0] * len(_SEEDS)
+        for k in range(len(_SEEDS)):
+            for lo in range(0, n, _BLOCK):
+                hi = min(lo + _BLOCK, n)
+                w, t = lane[:hi - lo], tmp[:hi - lo]
+                w[...] = lanes[k, lo:hi]
+                _mix_inplace(w, t)
+                sums[k] = (sums[k] + int(w.sum(dtype=np.uint64))) & _M64
+    return sums
 
 def _digest(schema: dict[str, str], rows: int, sums: Sequence[int]) -> str:
     "The content hash from a batch's column types, row count and lane sums."
@@ -324,23 +362,70 @@ def _check_columns(names: list[str], where: str) -> None:
         msg = f"{where} has duplicated column names: {', '.join(f'`{d}`' for d in dups)}; column names must be unique."
         raise DataError(msg)
 
-# %% ../../nbs/10_data/10a_batches.ipynb #5add18ae
+# %% ../../nbs/10_data/10a_batches.ipynb #1a473b5d
 CSV_SAMPLE_ROWS = 20_000
 _ISO_DATE = r'^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$'
 
 def _csv_schema(path: Path, sample_rows: int, infer_all: bool = False) -> pl.Schema:
     "The CSV's schema: polars' inference on the first `sample_rows` rows (all rows if `infer_all`), dates where they look like dates."
-    sample = pl.read_csv(path, n_rows=sample_rows, infer_schema_length=sample_rows, ignore_errors=True)  # rows past the sample may not fit
-    schema = dict(pl.scan_csv(path, infer_schema_length=None).collect_schema() if infer_all else sample.schema)
-    for c, t in sample.schema.items():
-        if t != pl.String:
-            continue
+    sampled = pl.scan_csv(path, infer_schema_length=sample_rows).collect_schema()  # inference only: nothing is parsed into a frame
+    schema = dict(pl.scan_csv(path, infer_schema_length=None).collect_schema() if infer_all else sampled)
+    texts = [c for c, t in sampled.items() if t == pl.String]
+    sample = pl.read_csv(path, n_rows=sample_rows, columns=texts, infer_schema=False, ignore_errors=True) if texts else pl.DataFrame()
+    for c in texts:
         values = sample[c].drop_nulls()
         if values.len() and values.str.contains(_ISO_DATE).all():
             schema[c] = pl.read_csv(sample.select(c).write_csv().encode(), try_parse_dates=True).schema[c]
     return pl.Schema(schema)
 
-# %% ../../nbs/10_data/10a_batches.ipynb #fd42d868
+# %% ../../nbs/10_data/10a_batches.ipynb #c5e14305
+_NAIVE_TS = r'^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?$'
+
+def _read_csv(path: Path, schema: pl.Schema) -> pl.DataFrame:
+    "The CSV read whole with `schema`; naive timestamp columns parsed by Arrow where every value is a plain ISO timestamp."
+    stamps = [c for c, t in schema.items() if t == pl.Datetime('us')]
+    if not stamps:
+        return pl.scan_csv(path, schema=schema).collect()
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    frame = pl.scan_csv(path, schema={c: pl.String() if c in stamps else t for c, t in schema.items()}).collect()
+    parsed = []
+    for c in stamps:
+        if not frame[c].str.contains(_NAIVE_TS).all():
+            break
+        try:
+            parsed.append(pl.Series(c, pc.cast(frame[c].to_arrow(), pa.timestamp('us')), dtype=pl.Datetime('us')))
+        except pa.ArrowInvalid:
+            break
+    if len(parsed) < len(stamps):  # a value in another form: polars' own parse, error included
+        return pl.scan_csv(path, schema=schema).collect()
+    return frame.with_columns(parsed)
+
+# %% ../../nbs/10_data/10a_batches.ipynb #704c78db
+FILE_SUFFIXES = ('.parquet', '.csv')
+
+def check_batch_file(
+    path: str | Path,  # The path the user gave
+    *,
+    verb: str = 'read',  # What the caller does with the file, for messages ("... to ingest")
+    datasets: bool = False,  # Whether a dataset name would also have been accepted (said in messages)
+) -> Path:
+    "`path` as a `Path` if it is a .parquet or .csv file; else `NotFound` / `DataError` saying what it is."
+    p = Path(path)
+    expected = 'a .parquet or .csv file' + (' or a dataset name (NAME or NAME@VERSION)' if datasets else '')
+    if p.is_dir():
+        msg = f"`{p}` is a directory; expected {expected} to {verb}."
+        raise DataError(msg)
+    if not p.exists():
+        msg = f"no file at {p}; expected {expected} to {verb}."
+        raise NotFound(msg)
+    if p.suffix.lower() not in FILE_SUFFIXES:
+        found = f"suffix {p.suffix!r}" if p.suffix else 'no suffix'
+        msg = f"`{p}` is not a .parquet or .csv file ({found}); expected {expected} to {verb}."
+        raise DataError(msg)
+    return p
+
+# %% ../../nbs/10_data/10a_batches.ipynb #bd159541
 def _read_error(path: Path, e: BaseException) -> DataError:
     "The `DataError` for a file polars (or its native code) could not read."
     kind = 'Parquet' if path.suffix.lower() == '.parquet' else 'CSV'
@@ -362,13 +447,8 @@ def scan_batch(
         return data.lazy()
     if not isinstance(data, (str, Path)):
         raise param_error('data', 'a polars DataFrame or a path to a .parquet or .csv file', type(data).__name__, owner='scan_batch')
-    path = Path(data)
-    if not path.is_file():
-        msg = f"No file at {path}: expected a .parquet or .csv file to ingest."
-        raise NotFound(msg)
+    path = check_batch_file(data, verb='ingest')
     suffix = path.suffix.lower()
-    if suffix not in ('.parquet', '.csv'):
-        raise param_error('data', 'a polars DataFrame or a path ending in .parquet or .csv', str(path), owner='scan_batch')
     try:
         if suffix == '.parquet':
             lf = pl.scan_parquet(path)
@@ -384,7 +464,7 @@ def scan_batch(
         raise _read_error(path, e) from None
     return lf
 
-# %% ../../nbs/10_data/10a_batches.ipynb #1e23f63d
+# %% ../../nbs/10_data/10a_batches.ipynb #42ff505c
 def load_batch(
     data: pl.DataFrame | pl.LazyFrame | str | Path,  # A frame, or a .parquet / .csv file
     *,
@@ -399,7 +479,7 @@ def load_batch(
         source = where = str(path)
         try:
             try:
-                frame = lf.collect()
+                frame = _read_csv(path, lf.collect_schema()) if path.suffix.lower() == '.csv' else lf.collect()
             except pl.exceptions.ComputeError:
                 if path.suffix.lower() != '.csv':
                     raise

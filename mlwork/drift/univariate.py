@@ -485,7 +485,7 @@ class DriftDetector:
     __getstate__ = _state_by_name  # copy and pickle: array namespaces (modules) travel by name
     __setstate__ = _state_from_names
 
-# %% ../../nbs/20_drift/20a_univariate.ipynb #cf6efc62
+# %% ../../nbs/20_drift/20a_univariate.ipynb #a437adb5
 def _workers(n_threads: int | None) -> int:
     "Threads the columns run on."
     return n_threads or min(4, os.cpu_count() or 1)
@@ -498,15 +498,21 @@ def _run_threads(n_threads: int | None, fn: Callable[[Any], Any], items: list) -
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(fn, items))
 
+_NUMPY_NUMBERS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64, pl.Float32, pl.Float64)
+
 def _finite_sorted(s: pl.Series) -> tuple[np.ndarray, int]:
     "Sorted finite values as float64 (nulls, text that does not parse, NaN and infinities set aside) and how many were set aside."
-    x = s.cast(pl.Float64, strict=False)
-    if x.null_count():
-        x = x.drop_nulls()
-    arr = x.to_numpy()
+    if s.dtype in _NUMPY_NUMBERS:  # numpy converts: no polars copy of the column (a null comes out as NaN, set aside below)
+        arr = s.to_numpy().astype(np.float64, copy=False)
+    else:
+        x = s.cast(pl.Float64, strict=False)
+        arr = (x.drop_nulls() if x.null_count() else x).to_numpy()
     finite = np.isfinite(arr)
     if not finite.all():
         arr = arr[finite]
+    if arr.base is None and arr.flags.writeable:  # an array of our own: sorted where it is, no second copy
+        arr.sort()
+        return arr, s.len() - len(arr)
     return np.sort(arr), s.len() - len(arr)  # numpy's SIMD sort: several times polars' on one thread (the columns run on several)
 
 def _category_table(s: pl.Series) -> pl.DataFrame:
@@ -514,7 +520,7 @@ def _category_table(s: pl.Series) -> pl.DataFrame:
     vc = s.drop_nulls().to_frame('value').group_by('value').len(name='count')  # faster than value_counts, and any column name
     return vc.select(pl.col('value').cast(pl.String), pl.col('count').cast(pl.Int64))
 
-# %% ../../nbs/20_drift/20a_univariate.ipynb #028f2569
+# %% ../../nbs/20_drift/20a_univariate.ipynb #256c4e9f
 TEXT_NUMBER_SHARE = 0.9  # A String column parsing as numbers at least this often is numeric stored as text ...
 TEXT_NUMBER_MIN_DISTINCT = 20  # ... when it has more distinct values than this (fewer: category codes such as '1', '2')
 ID_UNIQUE_SHARE = 0.5  # More distinct values than this share of the non-null ones: an identifier or free text ...
@@ -522,21 +528,27 @@ ID_MIN_DISTINCT = 1_000  # ... when there are also more than this many distinct 
 MAX_CATEGORIES = 10_000  # Above this many reference categories, the hashed histogram
 SKETCH_BUCKETS = 1_000  # Buckets of the hashed histogram
 
-def _string_kind(s: pl.Series) -> tuple[str, dict[str, Any]]:
-    "How a textual column is compared: 'numeric' (numbers as text), 'identifier' (left out) or 'categorical'."
+def _string_kind(s: pl.Series) -> tuple[str, dict[str, Any], pl.DataFrame | None]:
+    "How a textual column is compared: 'numeric' (numbers as text), 'identifier' (left out) or 'categorical'; and its category table when counted."
     nonnull = s.len() - s.null_count()
     distinct = s.drop_nulls().n_unique() if nonnull else 0
     unique = distinct > ID_MIN_DISTINCT and distinct > ID_UNIQUE_SHARE * nonnull
+    vc = None
     if s.dtype == pl.String and distinct > TEXT_NUMBER_MIN_DISTINCT:
-        x = s.cast(pl.Float64, strict=False).drop_nulls()
-        share = x.len() / nonnull
-        if share >= TEXT_NUMBER_SHARE and not (unique and bool((x == x.round(0)).all())):  # near-unique integers: card numbers, ids
-            return 'numeric', {'as_text': True, 'parse_share': share}
+        if unique:  # every row parsed
+            x = s.cast(pl.Float64, strict=False).drop_nulls()
+            share, whole = x.len() / nonnull, bool((x == x.round(0)).all())
+        else:  # each distinct value parsed once, weighted by its count (the table is what a categorical column keeps)
+            vc = _category_table(s)
+            x = vc['value'].cast(pl.Float64, strict=False)
+            share, whole = int(vc['count'].filter(x.is_not_null()).sum()) / nonnull, False
+        if share >= TEXT_NUMBER_SHARE and not (unique and whole):  # near-unique integers: card numbers, ids
+            return 'numeric', {'as_text': True, 'parse_share': share}, None
     if unique:
         reason = (f'left out: identifier or free text ({distinct:,} distinct values in {nonnull:,} non-null reference '
                   f'values, {distinct / nonnull:.0%}); a frequency test has nothing to compare')
-        return 'identifier', {'reason': reason}
-    return 'categorical', {}
+        return 'identifier', {'reason': reason}, None
+    return 'categorical', {}, vc
 
 # %% ../../nbs/20_drift/20a_univariate.ipynb #53a9a290
 REFERENCE_BAR_QUANTILE = 0.95  # bars='reference': this quantile of the effect between random halves of the reference
@@ -577,7 +589,7 @@ def _learn_bars(det: DriftDetector) -> dict[str, tuple[float, str]]:
             out[name] = _bar_for(det, name, st['kind'])
     return out
 
-# %% ../../nbs/20_drift/20a_univariate.ipynb #ec5b11e6
+# %% ../../nbs/20_drift/20a_univariate.ipynb #728334df
 def _sorted_quantiles(x: np.ndarray, qs: np.ndarray) -> np.ndarray:
     "numpy's default ('linear') quantiles of an already sorted array, without sorting it again."
     h = (len(x) - 1) * qs
@@ -598,7 +610,7 @@ def _learn_categories(vc: pl.DataFrame) -> dict[str, Any]:
 def _learn_column(det: DriftDetector, item: tuple[int, str, str, pl.Series]) -> dict[str, Any]:
     "What scoring needs of one reference column (`item`: position, name, kind by dtype, values)."
     index, name, declared, s = item
-    kind, extra = _string_kind(s) if declared == 'categorical' and s.dtype != pl.Boolean else (declared, {})
+    kind, extra, vc = _string_kind(s) if declared == 'categorical' and s.dtype != pl.Boolean else (declared, {}, None)
     base = {'kind': kind, 'declared': declared, 'index': index, 'dtype': s.dtype, **extra}
     if kind == 'identifier':
         return base | {'n': s.len() - s.null_count(), 'missing': s.null_count(), 'atoms': None}
@@ -615,7 +627,7 @@ def _learn_column(det: DriftDetector, item: tuple[int, str, str, pl.Series]) -> 
         if det.xp_ is np:
             out['ks_index'] = ks_index(x)
         return out
-    vc = _category_table(s)
+    vc = _category_table(s) if vc is None else vc
     total = int(vc['count'].sum())
     if total < 2:
         msg = f'column `{name}` has {total} non-null values in reference; at least 2 are needed'
