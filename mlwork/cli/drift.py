@@ -113,7 +113,7 @@ def _bar_options(
         raise UsageError(msg)
     return {**out, 'bars': bars, 'bars_source': source} if bars else out
 
-# %% ../../nbs/90_cli/93_drift.ipynb #c2622528
+# %% ../../nbs/90_cli/93_drift.ipynb #69bcb54f
 def _drift_batches(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     from concurrent.futures import ThreadPoolExecutor
     from mlwork.data.sources import resolve_source
@@ -130,6 +130,8 @@ def _drift_batches(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]
     ref, cur = ref.select(usable), cur.select(usable)
     det = DriftDetector(alpha=args.alpha, correction=args.correction, alarm=args.alarm, alarm_share=args.alarm_share,
                         **_bar_options(args, _kinds(ref, usable))).fit(ref)
+    if not args.report:
+        del ref  # the fitted detector keeps what scoring needs: the frame goes before the current batch is scored
     if args.report:
         from mlwork.drift.report import drift_report, reuse_sorted
     res = det.score(cur, keep_sorted=bool(args.report) and reuse_sorted(cur))
