@@ -10,7 +10,7 @@ by the code that needs them. Subpackages, by layer (a module imports only from i
 - drift and evaluation (20-29): ``mlwork.drift`` (kernels, univariate, power, multivariate, windows, profiles,
   alibi, estimate, report), ``mlwork.evaluation`` (metrics, explain)
 - models (30-39): ``mlwork.models`` (train, artifacts, tracking, registry, card)
-- production runs (50-59): ``mlwork.pipelines`` (context, params, runs, html, index), ``mlwork.schedule`` (files, serve)
+- production runs (50-59): ``mlwork.pipelines`` (context, params, steps, runs, html, index), ``mlwork.schedule`` (files, serve)
 - panels (60-69): ``mlwork.ui``; the demo (80) and the command line (90): ``mlwork.demo``, ``mlwork.cli``
 
 This file is written by hand (nbdev keeps only its ``__version__`` line current).
