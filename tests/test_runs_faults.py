@@ -26,7 +26,8 @@ def state(ws: Path, ready_only: bool = False) -> dict:
     from mlwork.models.registry import Registry
     w = open_workspace(ws)
     models = Registry(w).list().to_dict().get('acs_employment', [])   # opening the registry reconciles it
-    return {'acs': DatasetStore.from_workspace(w).version('acs'),
+    store = DatasetStore.from_workspace(w)
+    return {'acs': store.version('acs'), 'valid': store.version('acs_valid') if 'acs_valid' in store.list() else None,
             'models': [(m['version'], m['status'], sorted(m['aliases'])) for m in models if m['status'] == 'ready' or not ready_only]}
 
 
@@ -46,6 +47,7 @@ def ws(tmp_path_factory):
     ('ingest', ['-p', 'year', '2017'], 'writing'),                       # inside the Delta commit of a new version
     ('train', ['-p', 'num_boost_round', '20'], 'register.uploaded'),      # the model's files uploaded, not yet ready
     ('promote', ['-p', 'force', 'true'], 'promote.alias'),                # the alias moved, its audit entry not written
+    ('validate', ['-p', 'batch', 'acs@1'], 'writing'),                    # storing the first of its valid/quarantine versions
 ])
 def test_kernel_killed_mid_write_leaves_the_workspace_as_it_was(ws, pipeline, args, kill_at):
     before = state(ws)
