@@ -97,7 +97,7 @@ def test_detection_never_falls_with_n_numeric_mean_shift():
 
 
 def test_interval_lower_ends_rarely_exceed_the_truth():
-    "'material' rests on the lower end: it lies above the true effect rarely (measured 2-4 % Wasserstein, 6-10 % TV)."
+    "'material' rests on the lower end: it lies above the true effect rarely (nominal 2.5 %; measured 2-4 % Wasserstein, under 1 % TV)."
     rng = np.random.default_rng(11)
     above_w = above_tv = 0
     p0 = np.array([0.4, 0.3, 0.2, 0.1])
@@ -108,7 +108,7 @@ def test_interval_lower_ends_rarely_exceed_the_truth():
         lo, hi = tv_interval(rng.multinomial(3_000, p0), rng.multinomial(2_000, p0 + [-0.04, 0, 0.04, 0]), rng=rng)
         above_tv += lo > 0.04
     print(f'lower end above the truth: Wasserstein {above_w}/300, TV {above_tv}/300')
-    assert above_w <= stats.binom.ppf(0.999, 300, 0.05) and above_tv <= stats.binom.ppf(0.999, 300, 0.12)
+    assert above_w <= stats.binom.ppf(0.999, 300, 0.05) and above_tv <= stats.binom.ppf(0.999, 300, 0.025)
 
 
 def test_bars_sources_and_material_on_the_interval():

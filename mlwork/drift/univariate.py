@@ -178,7 +178,7 @@ def wasserstein_interval(
     high = float(np.quantile(draws, (1 + level) / 2)) + distance - on_grid
     return max(0.0, 2 * distance - high), max(0.0, high)
 
-# %% ../../nbs/20_drift/20a_univariate.ipynb #ddce3900
+# %% ../../nbs/20_drift/20a_univariate.ipynb #d019bf21
 def tv_interval(
     reference_counts: np.ndarray,  # Reference counts per category
     current_counts: np.ndarray,  # Current counts per category, same order
@@ -187,7 +187,7 @@ def tv_interval(
     level: float = EFFECT_CI_LEVEL,  # Confidence level
     rng: np.random.Generator | None = None,  # Random generator
 ) -> tuple[float, float]:
-    "Bootstrap interval of the total variation distance between two count vectors, in the multinomial's Gaussian limit."
+    "Interval of the total variation distance: lower end from simultaneous per-category intervals, upper end by bootstrap."
     rng = np.random.default_rng(0) if rng is None else rng
     rc, cc = np.asarray(reference_counts, float), np.asarray(current_counts, float)
     n, m = rc.sum(), cc.sum()
@@ -196,8 +196,13 @@ def tv_interval(
         z = rng.standard_normal((reps, len(pr))) * np.sqrt(pr)
         return z - pr[None, :] * z.sum(axis=1, keepdims=True)
     draws = np.abs(q - p + noise(q) / math.sqrt(m) - noise(p) / math.sqrt(n)).sum(axis=1) / 2
-    tv, high = float(np.abs(q - p).sum()) / 2, float(np.quantile(draws, (1 + level) / 2))
-    return max(0.0, 2 * tv - high), high
+    high = float(np.quantile(draws, (1 + level) / 2))
+    seen = (rc + cc) > 0
+    k = max(int(seen.sum()), 1)
+    z = float(_special.ndtri(1 - (1 - level) / 4 / k))  # all k two-sided intervals hold together w.p. ≥ 1 − (1 − level)/2
+    se = np.sqrt(p * (1 - p) / n + q * (1 - q) / m)
+    low = float(np.maximum(np.abs(q - p) - z * se, 0.0)[seen].sum()) / 2
+    return low, max(high, low)
 
 # %% ../../nbs/20_drift/20a_univariate.ipynb #465d328d
 def chi2_test(
