@@ -56,6 +56,11 @@ def test_five_mild_drifts_at_1m_are_changed_not_material_and_alarm():
     _mild_case(1_000_000)
 
 
+@pytest.mark.slow
+def test_five_mild_drifts_at_10m_are_changed_not_material_and_alarm():
+    _mild_case(10_000_000)   # about a minute and 7.5 GB on 2 cores
+
+
 SIZES = sorted({5_000, 9_000, KS_INDEX_EDGES, KS_MAX_EXACT_N, KS_MAX_EXACT_N + 1, 12_000, 50_000})  # straddle the constants
 
 
