@@ -33,20 +33,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / 'results'
 CRONS = ['0 3 * * *', '15 4 * * 1', '30 5 1 * *', '45 6 * * 2', '0 7 2 * *', '5 8 * * 3']
 
-# `mlwork` with the schedule group, whether or not the main command registers it yet
-CLI = '''import argparse, sys
-import mlwork.cli.main as m
-from mlwork.cli import schedule
-build = m.build_parser
-def with_schedule():
-    p = build()
-    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-    if 'schedule' not in sub.choices:
-        schedule.register(sub)
-    return p
-m.build_parser = with_schedule
-sys.exit(m.main())
-'''
+MLWORK = str(Path(sys.executable).parent / 'mlwork')  # the installed command
 
 CRONITER_LOOP = '''import sys, time
 from datetime import datetime, timezone
@@ -60,7 +47,7 @@ while True:
 
 
 def sides(home: Path, crons: list[str]) -> dict[str, list[str]]:
-    return {'mlwork schedule serve': [sys.executable, '-c', CLI, 'schedule', 'serve', '--home', str(home)],
+    return {'mlwork schedule serve': [MLWORK, 'schedule', 'serve', '--home', str(home)],
             'croniter loop': [sys.executable, '-c', CRONITER_LOOP, *crons],
             'sleep': ['sleep', '100000']}
 

@@ -29,20 +29,7 @@ ENTRIES = [{'name': 'nightly-drift', 'pipeline': 'drift', 'cron': '30 2 * * *', 
            {'name': 'gate-eval', 'pipeline': 'evaluate', 'cron': '0 4 * * 1-5'},
            {'name': 'validate', 'pipeline': 'validate', 'cron': '15 1 * * *', 'params': {'batch': 'acs@latest'}}]
 
-# `mlwork` with the schedule group, whether or not 99_main registers it yet
-CLI = '''import argparse, sys
-import mlwork.cli.main as m
-from mlwork.cli import schedule
-build = m.build_parser
-def with_schedule():
-    p = build()
-    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-    if 'schedule' not in sub.choices:
-        schedule.register(sub)
-    return p
-m.build_parser = with_schedule
-sys.exit(m.main())
-'''
+MLWORK = str(Path(sys.executable).parent / 'mlwork')  # the installed command
 
 # stands for `mlwork run`: logs its start and end, sleeps `-p sleep S`
 FAKE = '''import json, os, sys, time
@@ -155,7 +142,7 @@ def test_seconds_cron_refused_for_files():
 
 def cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith('MLWORK_')}
-    return subprocess.run([sys.executable, '-c', CLI, *args], cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([MLWORK, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -198,7 +185,7 @@ def serve(tmp_path: Path, home: Path, *args: str) -> subprocess.Popen:
     fake.write_text(FAKE)
     env = {k: v for k, v in os.environ.items() if not k.startswith('MLWORK_')}
     env['FAKE_LOG'] = str(tmp_path / 'fake.jsonl')
-    return subprocess.Popen([sys.executable, '-c', CLI, 'schedule', 'serve', '--home', str(home), '--json',
+    return subprocess.Popen([MLWORK, 'schedule', 'serve', '--home', str(home), '--json',
                              '--command', f'{sys.executable} {fake}', *args],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
