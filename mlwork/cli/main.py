@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from . import audit, data, datasets, doctor, drift, keys, models, runs, schedule, workspace
+from . import audit, data, datasets, doctor, drift, keys, models, runs, schedule, serve, workspace
 from .base import (EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CommandFailed, Parser,
                              UsageError, cli_words, print_json)
 from ..core import LOG_LEVELS, MlworkError, redact, setup_logging
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                epilog=EXIT_CODES_HELP + "\n\nRun 'mlwork COMMAND --help' for a command's options.")
     p.add_argument('--version', action='version', version=f'mlwork {__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND', title='commands')
-    for group in (workspace, datasets, data, drift, models, runs, schedule, audit, keys, doctor):
+    for group in (workspace, datasets, data, drift, models, runs, schedule, serve, audit, keys, doctor):
         group.register(sub)
     return p
 
