@@ -10,7 +10,9 @@ by the code that needs them. Subpackages, by layer (a module imports only from i
 - drift and evaluation (20-29): ``mlwork.drift`` (kernels, univariate, power, multivariate, windows, profiles,
   alibi, estimate, report), ``mlwork.evaluation`` (metrics, explain)
 - models (30-39): ``mlwork.models`` (train, artifacts, tracking, registry, card)
-- production runs (50-59): ``mlwork.pipelines`` (context, params, steps, runs, html, index), ``mlwork.schedule`` (files, serve)
+- serving (40-49): ``mlwork.serve`` (access, predlog, scoring, app, client)
+- production runs and deployment (50-59): ``mlwork.pipelines`` (context, params, steps, runs, html, index), ``mlwork.schedule``
+  (files, serve), ``mlwork.deploy``
 - panels (60-69): ``mlwork.ui``; the demo (80) and the command line (90): ``mlwork.demo``, ``mlwork.cli``
 
 This file is written by hand (nbdev keeps only its ``__version__`` line current).
@@ -55,6 +57,13 @@ _API: dict[str, str] = {
     **dict.fromkeys(['train_model', 'TrainedModel', 'LGBMTrainer'], '.models.train'),
     **dict.fromkeys(['Registry', 'ModelVersion'], '.models.registry'),
     **dict.fromkeys(['model_card', 'ModelCard'], '.models.card'),
+    # serving
+    **dict.fromkeys(['KeyStore', 'ApiKey'], '.serve.access'),
+    **dict.fromkeys(['PredictionLog', 'read_predictions', 'read_feedback'], '.serve.predlog'),
+    **dict.fromkeys(['Scorer', 'FeatureSchema'], '.serve.scoring'),
+    **dict.fromkeys(['ServeConfig', 'create_app'], '.serve.app'),
+    **dict.fromkeys(['ServiceClient', 'local_service'], '.serve.client'),
+    **dict.fromkeys(['deploy_files', 'deploy_plan', 'DeployPlan'], '.deploy'),
     # production runs
     **dict.fromkeys(['run_pipeline', 'run_over', 'rerun', 'list_runs', 'RunResult', 'RerunResult', 'BatchResult'], '.pipelines.runs'),
     **dict.fromkeys(['find_pipeline', 'list_pipelines', 'Pipeline'], '.pipelines.params'),
@@ -109,12 +118,18 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names l
     from .models.card import ModelCard, model_card
     from .models.registry import ModelVersion, Registry
     from .models.train import LGBMTrainer, TrainedModel, train_model
+    from .deploy import DeployPlan, deploy_files, deploy_plan
     from .pipelines.html import notebook_html
     from .pipelines.index import write_index
     from .pipelines.params import Pipeline, find_pipeline, list_pipelines
     from .pipelines.runs import BatchResult, RerunResult, RunResult, list_runs, rerun, run_over, run_pipeline
     from .report import Report
     from .schedule.files import Schedule, load_schedule
+    from .serve.access import ApiKey, KeyStore
+    from .serve.app import ServeConfig, create_app
+    from .serve.client import ServiceClient, local_service
+    from .serve.predlog import PredictionLog, read_feedback, read_predictions
+    from .serve.scoring import FeatureSchema, Scorer
     from .series import Change, SeriesData, generate_series
     from .synthetic import SyntheticData, generate
     from .ui.panels import DriftPanel

@@ -31,10 +31,10 @@ from .pipelines.context import output_dir, record_decision, record_input, record
 from .synthetic import Drift, SyntheticData, generate
 
 # %% auto #0
-__all__ = ['log', 'DEMO_USER', 'DEMO_CREDIT_KNOBS', 'DEMO_ROW_CHECKS_WARN', 'DemoStep', 'demo_steps', 'run_line', 'DemoResult',
-           'start_demo', 'run_demo', 'Showcase', 'Section', 'start_showcase', 'credit_batch', 'quarantine_recall',
-           'validate_credit', 'joint_drift', 'credit_drift', 'time_ordered_drift', 'estimate_performance',
-           'tamper_check', 'finish_showcase']
+__all__ = ['log', 'DEMO_USER', 'SCORE', 'DEMO_CREDIT_KNOBS', 'DEMO_ROW_CHECKS_WARN', 'DemoStep', 'demo_steps', 'run_line',
+           'DemoResult', 'start_demo', 'run_demo', 'Showcase', 'Section', 'start_showcase', 'credit_batch',
+           'quarantine_recall', 'validate_credit', 'joint_drift', 'credit_drift', 'time_ordered_drift',
+           'estimate_performance', 'tamper_check', 'finish_showcase']
 
 # %% ../nbs/80_demo/80_demo.ipynb #5f4c7bcf
 log = get_logger('mlwork.demo')
@@ -53,8 +53,10 @@ class DemoStep:
     parameters: dict[str, Any] = field(default_factory=dict)
     why: str = ''
 
+SCORE = {'labels': 'acs_labels@latest'}  # the score pipeline's parameters in the demo: the window's labels come back as feedback
+
 def demo_steps(
-    quick: bool = False,  # Only ingest 2015, train, promote and one cycle (2016): a first look
+    quick: bool = False,  # Only ingest 2015, train, promote, score and one cycle (2016): a first look
     *,
     rows: int = 100_000,  # Rows in the showcase's synthetic credit batch
     seed: int = 0,  # Seed of the showcase's synthetic data (and every pipeline's)
@@ -63,14 +65,17 @@ def demo_steps(
     first = [DemoStep('ingest', {'year': 2015}, 'the 2015 reference'), DemoStep('train', {}, 'the first model'),
              DemoStep('promote', {}, 'the first champion')]
     if quick:
-        return first + [DemoStep('cycle', {'year': 2016}, 'one production year through the whole loop')]
+        return first + [DemoStep('score', SCORE, 'the 2015 window through the HTTP scoring service, labels as feedback'),
+                        DemoStep('cycle', {'year': 2016}, 'one production year through the whole loop')]
     return first + [
         DemoStep('ingest', {'year': 2016}, 'a production window (labels apart)'),
+        DemoStep('score', SCORE, 'the 2016 window through the HTTP scoring service, labels as feedback'),
         DemoStep('validate', {}, 'the window against its contract'), DemoStep('profile', {}, 'a whylogs profile'),
         DemoStep('drift', {}, '2016 against the 2015 reference'), DemoStep('train', {}, 'a challenger with the 2016 labels'),
         DemoStep('evaluate', {}, 'challenger against champion, paired interval'),
         DemoStep('promote', {}, 'through the promotion gate'),
-        DemoStep('cycle', {'year': 2017}, 'the whole loop for 2017'), DemoStep('cycle', {'year': 2018}, 'the whole loop for 2018'),
+        DemoStep('cycle', {'year': 2017}, 'the whole loop for 2017'), DemoStep('score', SCORE, 'the 2017 window through the service'),
+        DemoStep('cycle', {'year': 2018}, 'the whole loop for 2018'), DemoStep('score', SCORE, 'the 2018 window through the service'),
         DemoStep('showcase', {'rows': rows, 'seed': seed}, 'faults, joint / profile / time-ordered drift, label-free estimates, tampering')]
 
 # %% ../nbs/80_demo/80_demo.ipynb #089ef95b
@@ -149,7 +154,7 @@ def run_demo(
     *,
     rows: int = 100_000,  # Rows in the showcase's synthetic credit batch
     seed: int = 0,  # Seed of the synthetic data and of every pipeline
-    quick: bool = False,  # Four runs only (ingest 2015, train, promote, cycle 2016)
+    quick: bool = False,  # Five runs only (ingest 2015, train, promote, score, cycle 2016)
     progress: bool = False,  # papermill's cell progress bar on stderr
     on_run: Callable[[dict[str, Any]], None] | None = None,  # Called with each run's entry as it finishes
     steps: Sequence[DemoStep] | None = None,  # Other steps than `demo_steps(quick)`

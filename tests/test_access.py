@@ -281,7 +281,7 @@ def test_role_ordering():
 
 
 def test_endpoint_table_matches_the_design():
-    expected = {'GET /health': 'open', 'GET /ready': 'open', 'GET /metrics': 'viewer', 'GET /openapi.json': 'viewer',
+    expected = {'GET /health': 'open', 'GET /ready': 'open', 'GET /metrics': 'viewer', 'GET /openapi.json': 'viewer', 'GET /v1/schema': 'viewer',
                 'POST /v1/predict': 'scorer', 'POST /v1/predict/batch': 'scorer',
                 'POST /v1/feedback': 'scorer', 'GET /v1/rollout': 'viewer', 'PUT /v1/rollout': 'operator',
                 'POST /v1/reload': 'operator', 'POST /v1/promote': 'admin', 'POST /v1/rollback': 'admin',

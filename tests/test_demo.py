@@ -7,8 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
-FULL = ['ingest', 'train', 'promote', 'ingest', 'validate', 'profile', 'drift', 'train', 'evaluate', 'promote',
-        'cycle', 'cycle', 'showcase']
+FULL = ['ingest', 'train', 'promote', 'ingest', 'score', 'validate', 'profile', 'drift', 'train', 'evaluate', 'promote',
+        'cycle', 'score', 'cycle', 'score', 'showcase']
 
 
 def _manifests(res: dict) -> list[dict]:
@@ -73,6 +73,17 @@ def test_demo_end_to_end(cli, tmp_path):
     assert reg.show('acs_employment', 'champion').version == moves[-1]['to']
     assert [d['what'] for d in by('evaluate')[0]['decisions']] and by('promote')[1]['decisions'][0]['what'] == 'promotion gate'
 
+    # serving: each production window scored through the real HTTP service, every row in the prediction log, labels back
+    from mlwork.serve.predlog import read_feedback, read_predictions
+    scores = by('score')
+    assert [m['inputs'][0]['version'] for m in scores] == [1, 2, 3]
+    assert [m['metrics']['rows'] for m in scores] == [69_126, 69_635, 70_131]
+    assert all(m['metrics']['logged_rows'] == m['metrics']['rows'] and m['metrics']['max_abs_diff_vs_in_process'] < 1e-9 for m in scores)
+    assert all(0 < m['metrics']['feedback_sent'] <= m['metrics']['rows'] for m in scores)
+    logged = read_predictions(ws, 'acs_employment')
+    assert logged.height >= 69_126 + 69_635 + 70_131 and logged['request_id'].n_unique() == logged.height
+    assert read_feedback(ws, 'acs_employment').height == sum(m['metrics']['feedback_sent'] for m in scores)
+
     # the showcase: the credit batch, its validation scored against the truth, drift, estimates, tampering
     show = by('showcase')[0]
     assert show['parameters']['rows'] == 20000 and show['parameters']['seed'] == 3
@@ -128,12 +139,12 @@ def test_demo_quick(cli, tmp_path):
     assert r.code == 0, r.err
     # each run's line as it finishes, then the index
     lines = r.out.splitlines()
-    assert [l.split()[2] for l in lines[:4]] == ['ingest', 'train', 'promote', 'cycle'] and lines[0].startswith('[ 1/4]')
-    assert all(' succeeded ' in l and l.endswith('/report.html') for l in lines[:4])
+    assert [l.split()[2] for l in lines[:5]] == ['ingest', 'train', 'promote', 'score', 'cycle'] and lines[0].startswith('[ 1/5]')
+    assert all(' succeeded ' in l and l.endswith('/report.html') for l in lines[:5])
     index = tmp_path / 'out' / 'index.html'
     assert f'index:     {index}' in r.out and index.exists()
     runs = sorted(p.name for p in (tmp_path / 'out').iterdir() if p.is_dir())
-    assert [n.split('-')[0] for n in runs] == ['cycle', 'ingest', 'promote', 'train']
+    assert [n.split('-')[0] for n in runs] == ['cycle', 'ingest', 'promote', 'score', 'train']
     doc = index.read_text()
     assert all(f'href="{n}/report.html"' in doc for n in runs)
     cycle = json.loads((tmp_path / 'out' / [n for n in runs if n.startswith('cycle')][0] / 'manifest.json').read_text())

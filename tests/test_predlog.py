@@ -217,3 +217,122 @@ def test_bad_input_names_the_field(ws):
         PredictionLog(ws, MODEL, pii=['email'], pii_mode='encrypt')
     with pytest.raises(InvalidParameter, match='cannot name a folder'):
         PredictionLog(ws, '../etc')
+
+
+def _records(n: int) -> list[dict]:
+    "Varied records: PII, nulls, NaN, multiclass probabilities without a prediction, reasons naming a PII feature."
+    from datetime import datetime, timedelta, timezone
+    t0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    out = []
+    for i in range(n):
+        multi = i % 7 == 0
+        out.append({'request_id': f'r{i}', 'ts': t0 + timedelta(microseconds=1234567 * i), 'model': MODEL,
+                    'version': 1 + i % 2, 'arm': ('champion', 'challenger', 'shadow')[i % 3],
+                    'entity_key': None if i % 5 == 0 else f'CUST-{i % 11}',
+                    'prediction': None if multi else (float('nan') if i == 3 else i / n),
+                    'probabilities': [0.2, 0.3, 0.5] if multi else None, 'label': 'yes' if i % 2 else None,
+                    'latency_ms': 0.25 * i,
+                    'reasons': json.dumps([{'feature': 'email', 'value': f'u{i % 4}@x.org', 'contribution': 0.5}])
+                    if i % 4 == 0 else None,
+                    'features': {'age': None if i % 6 == 0 else float(20 + i % 50), 'city': ['Oslo', 'Bergen', None][i % 3],
+                                 'email': f'u{i % 4}@x.org', 'cust_no': float(1000 + i % 9), 'vip': i % 2 == 0}})
+    return out
+
+
+def _frame(records: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(records, schema={
+        'request_id': pl.String, 'ts': pl.Datetime('us', 'UTC'), 'model': pl.String, 'version': pl.Int64, 'arm': pl.String,
+        'entity_key': pl.String, 'prediction': pl.Float64, 'probabilities': pl.List(pl.Float64), 'label': pl.String,
+        'latency_ms': pl.Float64, 'reasons': pl.String,
+        'features': pl.Struct({'age': pl.Float64, 'city': pl.String, 'email': pl.String, 'cust_no': pl.Float64,
+                               'vip': pl.Boolean})})
+
+
+@pytest.mark.parametrize('mode', ['pseudonymise', 'mask'])
+def test_write_frame_reads_back_as_write(ws, mode):
+    recs = _records(100)
+    pii = ['email', 'entity_key', 'cust_no']
+    log = PredictionLog(ws, MODEL, pii=pii, pii_mode=mode, commit_s=60)
+
+    async def go() -> None:
+        await log.write(recs)
+        before = log.fsyncs
+        await log.write_frame(_frame([{**r, 'request_id': 'f' + r['request_id']} for r in recs]))
+        assert log.fsyncs == before + 1  # one group, one fsync
+    asyncio.run(go())
+    log.flush()
+    raw = b''.join(p.read_bytes() for p in (serve_dir(ws, MODEL) / 'wal').glob('*.wal'))
+    assert b'@x.org' not in raw and b'CUST-' not in raw
+    log.close()
+    df = read_predictions(ws, MODEL)
+    assert df.height == 200 and df.columns == list(PREDICTION_COLUMNS)
+    by_write = df.filter(~pl.col('request_id').str.starts_with('f')).sort('request_id')
+    by_frame = (df.filter(pl.col('request_id').str.starts_with('f'))
+                .with_columns(pl.col('request_id').str.slice(1)).sort('request_id'))
+    assert by_write.to_dicts() == by_frame.to_dicts()  # NaN was logged as null both ways, so == holds
+    assert by_write.filter(request_id='r3')['prediction'].to_list() == [None]
+    assert b'@x.org' not in b''.join(p.read_bytes() for p in serve_dir(ws, MODEL).rglob('*.parquet'))
+    if mode == 'pseudonymise':  # an independent HMAC of the canonical text: '1003.0' for the number 1003
+        import hashlib
+        import hmac
+        from mlwork.security import data_key
+        key = hmac.new(data_key(ws)._key, b'mlwork.serve.predlog.pseudonym', hashlib.sha256).digest()
+        row = by_frame.filter(request_id='r3').row(0, named=True)
+        assert row['features']['cust_no'] == hmac.new(key, b'1003.0', hashlib.sha256).hexdigest()
+        assert row['entity_key'] == hmac.new(key, b'CUST-3', hashlib.sha256).hexdigest()
+        assert row['features']['email'] == hmac.new(key, b'u3@x.org', hashlib.sha256).hexdigest()
+        first = by_frame.filter(request_id='r0').row(0, named=True)
+        assert json.loads(first['reasons'])[0]['value'] == first['features']['email']
+        other = PredictionLog(ws, 'ints', pii=['cust_no'], pii_mode=mode)  # an int and its float: one pseudonym
+        _write(other, [_rec('i', cust_no=1003)])
+        other.close()
+        assert read_predictions(ws, 'ints')['features'][0]['cust_no'] == row['features']['cust_no']
+    else:
+        assert set(by_frame['features'].struct.field('email')) == {'***'}
+
+
+def test_write_frame_fills_optional_columns_and_not_durable(ws):
+    log = PredictionLog(ws, MODEL, durable=False)
+    frame = pl.DataFrame({'request_id': ['a', 'b'], 'version': [1, 1], 'arm': ['champion', 'shadow'],
+                          'prediction': [0.1, 0.9], 'features': [{'age': 3, 'city': 'Oslo'}, {'age': None, 'city': None}]})
+    t = time.time()
+    log.write_frame_nowait(frame)
+    log.write_frame_nowait(frame.clear())  # nothing to log
+    log.close()
+    assert log.fsyncs == 0
+    df = read_predictions(ws, MODEL).sort('request_id')
+    assert df['model'].to_list() == [MODEL, MODEL] and df['entity_key'].to_list() == [None, None]
+    assert df['features'].struct.unnest().rows() == [(3.0, 'Oslo'), (None, None)]
+    assert all(abs(ts.timestamp() - t) < 60 for ts in df['ts'])
+
+
+def test_write_frame_bad_input_names_the_column(ws):
+    from datetime import datetime
+    good = _frame(_records(3)).drop('model')
+    log = PredictionLog(ws, MODEL, pii=['email'])
+    try:
+        cases = [(good.with_columns(colour=pl.lit(1)), r"unknown column\(s\) 'colour'"),
+                 (good.drop('arm'), r'missing column\(s\) arm'),
+                 (good.with_columns(arm=pl.Series(['champion', 'blue', 'shadow'])),
+                  r"row 1: field `arm` must be one of champion, challenger, shadow; found 'blue'"),
+                 (good.with_columns(version=pl.lit('1')), r'column `version` must be an integer type; found String'),
+                 (good.with_columns(prediction=pl.lit('x')), r'column `prediction` must be a numeric type .*found String'),
+                 (good.with_columns(ts=pl.lit(datetime(2024, 1, 1))), r'`ts` is a naive Datetime'),
+                 (good.with_columns(features=pl.struct(when=pl.lit(datetime(2024, 1, 1)))),
+                  r'feature `features.when` must be .*found Datetime'),
+                 (good.with_columns(request_id=pl.Series(['a', None, 'c'])), r'row 1: field `request_id` must be'),
+                 (good.with_columns(prediction=None, probabilities=None), r'row 0: field `prediction` must be a number'),
+                 (good.with_columns(model=pl.lit('other')), r"row 0: field `model` must be 'churn'"),
+                 (good.to_dicts(), r'Expected a polars DataFrame')]
+        for frame, message in cases:
+            with pytest.raises(DataError, match=message):
+                log.write_frame_nowait(frame)
+        log.write_frame_nowait(good)
+        bad_kind = good.with_columns(features=pl.struct(age=pl.lit('old')))
+        with pytest.raises(DataError, match='`features.age` is a string here but was a number'):
+            asyncio.run(log.write_frame(bad_kind))
+        with pytest.raises(DataError, match='`features.vip` is a string here but was a bool'):  # kinds shared with write
+            log.write_nowait([_rec('x', vip='yes')])
+    finally:
+        log.close()
+    assert read_predictions(ws, MODEL)['request_id'].to_list() == ['r0', 'r1', 'r2']  # nothing of a refused call

@@ -413,3 +413,17 @@ def test_store_from_workspace(tmp_path):
     assert st.uri == ws.uri('data') and st.list() == []
     st.ingest('credit', credit(1, 10))
     assert DatasetStore(tmp_path / 'ws' / 'data').list() == ['credit']
+
+
+def test_a_csv_timestamp_column_parsed_by_arrow_stores_what_polars_parses(tmp_path):
+    "Naive ISO timestamps (either separator, 0-6 fractional digits, nulls) across several reader chunks: the stored rows and their content hash are those of polars' own parse."
+    n = 60_000
+    forms = ['2024-01-31T12:00:00', '2024-02-29 23:59:59.5', '1999-12-31T00:00:00.000001', None, '2024-03-01 08:30:00.123456']
+    frame = pl.DataFrame({'id': range(n), 't': [forms[i % len(forms)] for i in range(n)], 'x': [i / 7 for i in range(n)]})
+    path = tmp_path / 'ts.csv'
+    frame.write_csv(path)
+    expected = pl.read_csv(path, schema_overrides={'t': pl.Datetime('us')})  # polars' own datetime parser: the oracle
+    store = DatasetStore(str(tmp_path / 'data'))
+    v = store.ingest('ts', path)
+    assert v.content_hash == content_hash(expected)
+    assert store.read('ts').sort('id').equals(expected)

@@ -60,7 +60,7 @@ def add_demo(sub: Any) -> None:
                     epilog='exit codes: 0 every run succeeded, 1 a run failed (the demo stops there), 2 bad option or used workspace')
     c.add_argument('--workspace', metavar='DIR', help='fresh folder for the demo workspace (default: ./mlwork-demo/DEMO_ID)')
     c.add_argument('--reports', metavar='DIR', default='reports', help='folder for the runs\' reports and the index (default: ./reports)')
-    c.add_argument('--quick', action='store_true', help='a first look: four runs (ingest 2015, train, promote, cycle 2016)')
+    c.add_argument('--quick', action='store_true', help='a first look: five runs (ingest 2015, train, promote, score, cycle 2016)')
     c.add_argument('--rows', type=int_arg(1000), default=100_000, metavar='N', help='rows in the showcase\'s synthetic batch (default: 100000)')
     c.add_argument('--seed', type=int_arg(0), default=0, metavar='N', help='random seed of the synthetic data and the pipelines (default: 0)')
 

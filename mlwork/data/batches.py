@@ -378,27 +378,35 @@ def _csv_schema(path: Path, sample_rows: int, infer_all: bool = False) -> pl.Sch
             schema[c] = pl.read_csv(sample.select(c).write_csv().encode(), try_parse_dates=True).schema[c]
     return pl.Schema(schema)
 
-# %% ../../nbs/10_data/10a_batches.ipynb #c5e14305
-_NAIVE_TS = r'^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?$'
+# %% ../../nbs/10_data/10a_batches.ipynb #8afb77b0
+_NAIVE_TS_MIN_LEN = len('2024-01-31T12:00:00')  # Arrow's shorter forms are date, date+hour, date+hour:minute
+
+def _arrow_timestamps(s: pl.Series) -> pl.Series | None:
+    "Text series `s` parsed by Arrow as naive microsecond timestamps, chunk by chunk; None unless every value is a plain ISO timestamp."
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    text = s.to_frame().to_arrow().column(0)  # one Arrow chunk per polars chunk
+    try:
+        parsed = pa.chunked_array([pc.cast(ch, pa.timestamp('us')) for ch in text.chunks], pa.timestamp('us'))
+    except pa.ArrowInvalid:
+        return None
+    if (shortest := s.str.len_bytes().min()) is not None and shortest < _NAIVE_TS_MIN_LEN:  # type: ignore[operator]
+        return None
+    out = pl.from_arrow(parsed, rechunk=False)
+    assert isinstance(out, pl.Series)
+    return out.alias(s.name)
 
 def _read_csv(path: Path, schema: pl.Schema) -> pl.DataFrame:
     "The CSV read whole with `schema`; naive timestamp columns parsed by Arrow where every value is a plain ISO timestamp."
     stamps = [c for c, t in schema.items() if t == pl.Datetime('us')]
     if not stamps:
         return pl.scan_csv(path, schema=schema).collect()
-    import pyarrow as pa
-    import pyarrow.compute as pc
     frame = pl.scan_csv(path, schema={c: pl.String() if c in stamps else t for c, t in schema.items()}).collect()
     parsed = []
     for c in stamps:
-        if not frame[c].str.contains(_NAIVE_TS).all():
-            break
-        try:
-            parsed.append(pl.Series(c, pc.cast(frame[c].to_arrow(), pa.timestamp('us')), dtype=pl.Datetime('us')))
-        except pa.ArrowInvalid:
-            break
-    if len(parsed) < len(stamps):  # a value in another form: polars' own parse, error included
-        return pl.scan_csv(path, schema=schema).collect()
+        if (ts := _arrow_timestamps(frame[c])) is None:  # a value in another form: polars' own parse, error included
+            return pl.scan_csv(path, schema=schema).collect()
+        parsed.append(ts)
     return frame.with_columns(parsed)
 
 # %% ../../nbs/10_data/10a_batches.ipynb #704c78db

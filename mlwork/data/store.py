@@ -557,7 +557,7 @@ def _ingest(
         if ahead is not None and not offered:  # never offered to a commit: nothing can reference it
             (Path(store.table_uri(name)) / ahead.path).unlink(missing_ok=True)
 
-# %% ../../nbs/10_data/10b_store.ipynb #aa6a889f
+# %% ../../nbs/10_data/10b_store.ipynb #d587dab9
 def _ingest_locked(
     store: DatasetStore, name: str, stored: pl.DataFrame, batch_hints: dict[str, Any], source: str | None, stored_hash: str,
     ahead: AddAction | None, offered: list[str], *, mode: str, schema_policy: str, message: str | None, user: str | None,
@@ -577,7 +577,7 @@ def _ingest_locked(
             hints = _merge_hints(old_hints, batch_hints, batch.columns, new, mode if dt is not None else 'overwrite')
             added = new if dt is not None else []
             commit_id = uuid.uuid4().hex
-            digest = stored_hash if batch.schema == stored.select(batch.columns).schema else content_hash(batch)  # no cast: same rows
+            digest = stored_hash if all(stored.schema[c] == t for c, t in batch.schema.items()) else content_hash(batch)  # no cast: same rows
             meta = _commit_meta(commit_id=commit_id, content_hash=digest, rows=batch.height, user=who, mode=mode,
                                 columns=batch.columns, added=added, hints=hints, message=message, source=source, batch_id=batch_id)
             try:

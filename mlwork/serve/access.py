@@ -41,7 +41,7 @@ _RANK = {r: i for i, r in enumerate(ROLES)}
 
 ENDPOINT_ROLES: dict[str, str] = {  # "METHOD path" (as the app routes it) -> the role it needs, or 'open'
     'GET /health': 'open', 'GET /ready': 'open',
-    'GET /metrics': 'viewer', 'GET /openapi.json': 'viewer', 'GET /v1/rollout': 'viewer',
+    'GET /metrics': 'viewer', 'GET /openapi.json': 'viewer', 'GET /v1/schema': 'viewer', 'GET /v1/rollout': 'viewer',
     'POST /v1/predict': 'scorer', 'POST /v1/predict/batch': 'scorer', 'POST /v1/feedback': 'scorer',
     'PUT /v1/rollout': 'operator', 'POST /v1/reload': 'operator',
     'POST /v1/promote': 'admin', 'POST /v1/rollback': 'admin',

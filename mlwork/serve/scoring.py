@@ -270,7 +270,7 @@ def _counted_nullable(frame: pl.LazyFrame, schema: pl.Schema, features: list[str
              for f in features if f in schema]
     return {f: bool(v) for f, v in frame.select(exprs).collect().row(0, named=True).items()} if exprs else {}
 
-# %% ../../nbs/40_serve/40c_scoring.ipynb #617f5792
+# %% ../../nbs/40_serve/40c_scoring.ipynb #2c908204
 @dataclass(frozen=True)
 class TrainingFacts:
     "What the workspace knows about a model's training data that the request rules need."
@@ -281,13 +281,13 @@ class TrainingFacts:
 def training_facts(ws: Workspace, model: TrainedModel) -> TrainingFacts:
     "Nullability and Boolean features of `model`'s training data: its contract, else its null counts, else none (see above)."
     from mlwork.data.batches import parse_ref
-    from mlwork.data.store import DatasetReader
+    from mlwork.data.store import DatasetStore
     ref = model.lineage.data.get('ref')
     if not ref:
         return TrainingFacts(None, (), 'every feature nullable: the model was trained from an in-memory frame')
     try:
         r = parse_ref(ref)
-        store = DatasetReader.from_workspace(ws)
+        store = DatasetStore.from_workspace(ws)  # read only: exists, read, info, lineage
         if r.version is None or not store.exists(r.name):
             return TrainingFacts(None, (), f'every feature nullable: training data {ref} is not in this workspace')
         lf = store.read(r.name, version=r.version, lazy=True)
