@@ -126,6 +126,7 @@ def test_torn_last_line_is_ignored(ws):
     os.utime(seg, (time.time() - 3600,) * 2)
     df = read_predictions(ws, MODEL)
     assert df['request_id'].to_list() == ['ok']
+    assert _offset(ws, MODEL) == len(good) + 1  # the committed offset ends after the last complete line
 
 
 def _write(log: PredictionLog, records: list[dict]) -> None:
@@ -336,3 +337,125 @@ def test_write_frame_bad_input_names_the_column(ws):
     finally:
         log.close()
     assert read_predictions(ws, MODEL)['request_id'].to_list() == ['r0', 'r1', 'r2']  # nothing of a refused call
+
+
+FRAME_CHILD = textwrap.dedent('''
+    import asyncio, sys
+    import polars as pl
+    from mlwork.core import open_workspace
+    from mlwork.serve.predlog import PredictionLog
+    root, size = sys.argv[1], int(sys.argv[2])
+
+    async def main():
+        log = PredictionLog(open_workspace(root), 'churn', flush_ms=1, commit_s=0.2)
+        async def worker(k):  # 4 concurrent batches; each acknowledged once write_frame returned
+            for b in range(k, 10**9, 4):
+                frame = pl.DataFrame({'request_id': [f'b{b}-{i}' for i in range(size)], 'version': [1] * size,
+                                      'arm': ['champion'] * size, 'prediction': [i / size for i in range(size)],
+                                      'features': [{'age': float(i), 'city': 'Oslo'} for i in range(size)]})
+                await log.write_frame(frame)
+                print(f'b{b}', flush=True)
+        await asyncio.gather(*(worker(k) for k in range(4)))
+    asyncio.run(main())
+''')
+
+
+def test_kill9_during_write_frame_loses_no_acknowledged_batch(ws):
+    size = 300
+    proc = subprocess.Popen([sys.executable, '-c', FRAME_CHILD, str(ws.root), str(size)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+    deadline = time.monotonic() + 60
+    while len(seen) < 150 and time.monotonic() < deadline:  # past several Delta moves, mid-stream
+        seen.append(proc.stdout.readline().strip())
+    os.kill(proc.pid, signal.SIGKILL)
+    rest, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, err
+    acked = set(seen + _acked(rest))
+    assert len(acked) >= 150
+    df = read_predictions(ws, MODEL)
+    ids = df['request_id']
+    assert ids.n_unique() == df.height  # no duplicates
+    batches = df.group_by(pl.col('request_id').str.extract(r'^(b\d+)-')).len()
+    assert set(batches['len']) == {size}  # every batch whole: a torn batch was dropped as a whole
+    missing = acked - set(batches['request_id'])
+    assert not missing, f'{len(missing)} acknowledged batches lost, e.g. {sorted(missing)[:3]}'
+    assert df['features'].struct.field('age').sum() == sum(range(size)) * batches.height
+    assert not list((serve_dir(ws, MODEL) / 'wal').glob('pred-*.wal'))
+    assert recover(ws, MODEL) == 0
+
+
+def _dead_segment(ws, model: str, data: bytes) -> None:
+    "A segment of a replica on another host, silent for an hour: recovery moves it."
+    wal = serve_dir(ws, model) / 'wal'
+    wal.mkdir(parents=True, exist_ok=True)
+    seg = wal / 'pred-00000000-1-2-ab-0000000000000000.wal'
+    seg.write_bytes(data)
+    os.utime(seg, (time.time() - 3600,) * 2)
+
+
+def _offset(ws, model: str) -> int:
+    "The byte offset of the dead replica's stream that the Delta table records (its app transaction)."
+    from deltalake import DeltaTable
+    return DeltaTable(str(serve_dir(ws, model) / 'predictions')).transaction_version('pred-00000000-1-2-ab')
+
+
+def _mixed_segment(ws) -> tuple[bytes, int, int]:
+    "A real segment: write, write_frame, write, then a last write_frame; its bytes and where the last record starts."
+    recs = _records(30)
+    log = PredictionLog(ws, MODEL, pii=['email'], commit_s=600)
+    wal = serve_dir(ws, MODEL) / 'wal'
+
+    def size() -> int:
+        log.flush()
+        return sum(p.stat().st_size for p in wal.glob('pred-*.wal'))
+
+    async def go() -> tuple[int, int]:
+        await log.write(recs[:10])
+        await log.write_frame(_frame(recs[10:20]))
+        await log.write(recs[20:25])
+        start = size()
+        await log.write_frame(_frame(recs[25:]))
+        return start, size()
+    start, end = asyncio.run(go())
+    (seg,) = wal.glob('pred-*.wal')
+    data = seg.read_bytes()
+    assert len(data) == end and data[start:start + 7] == b'#arrow ' and data.count(b'#arrow ') == 2
+    log.close()
+    return data, start, end
+
+
+def test_mixed_write_and_write_frame_in_one_segment(ws):
+    data, _, _ = _mixed_segment(ws)
+    assert data.startswith(b'{"request_id":"r0"')
+    _dead_segment(ws, 'copy', data)  # the same bytes recovered from a dead writer's segment
+    assert recover(ws, 'copy') == 30
+    direct, recovered = (read_predictions(ws, m).sort('request_id').drop('model') for m in (MODEL, 'copy'))
+    assert direct.height == 30 and direct['request_id'].n_unique() == 30
+    assert recovered.to_dicts() == direct.to_dicts()
+    assert set(direct['features'].struct.field('email')) == {'***'}
+    expect = pl.DataFrame(_records(30)).sort('request_id')
+    assert direct['latency_ms'].to_list() == expect['latency_ms'].to_list()
+    assert direct['version'].to_list() == expect['version'].to_list()
+    assert direct['features'].struct.field('age').to_list() == expect['features'].struct.field('age').to_list()
+
+
+def test_torn_arrow_record_at_the_end_is_ignored(ws, caplog):
+    data, start, end = _mixed_segment(ws)
+    head = data.index(b'\n', start) + 1
+    cuts = [start + 1, start + 7, head - 3, head - 1, head, head + 8, (head + end) // 2, end - 1]
+    for k, cut in enumerate(cuts):
+        model = f'torn{k}'
+        _dead_segment(ws, model, data[:cut])
+        assert recover(ws, model) == 25, cut
+        df = read_predictions(ws, model)
+        assert sorted(df['request_id']) == sorted(f'r{i}' for i in range(25)), cut  # the rows before, exactly once
+        assert _offset(ws, model) == start, cut  # the committed offset stops before the torn record
+        assert recover(ws, model) == 0
+    damaged = bytearray(data)
+    damaged[(head + end) // 2] ^= 0xFF  # complete length, wrong checksum: a torn write cannot pass for a batch
+    _dead_segment(ws, 'damaged', bytes(damaged))
+    assert recover(ws, 'damaged') == 25
+    assert 'fails its checksum' in caplog.text
+    _dead_segment(ws, 'whole', data)
+    assert recover(ws, 'whole') == 30

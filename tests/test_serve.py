@@ -227,7 +227,7 @@ def test_kill_9_loses_no_acknowledged_prediction(tmp_path):
 def test_two_workers_share_the_log_and_nothing_leaks(ws, tmp_path):
     from mlwork import open_workspace
     from mlwork.serve.predlog import read_predictions
-    s = Server(ws.home, 'credit', '--workers', '2', '--log', 'durable')
+    s = Server(ws.home, 'credit', '--workers', '2', '--log', 'durable', '--pii', 'income', '--pii-mode', 'pseudonymise')
     h = s.headers(ws.keys['scorer'])
 
     def call(i: int) -> str:
@@ -241,8 +241,15 @@ def test_two_workers_share_the_log_and_nothing_leaks(ws, tmp_path):
     logged = read_predictions(open_workspace(ws.home), 'credit')
     new = [i for i in logged['request_id'].to_list() if i.startswith('two-')]
     assert sorted(new) == sorted(sent), 'rows lost or duplicated across two workers'
-    line = next(x for x in text.splitlines() if x.startswith('mlwork_predictions_total{'))
-    assert line  # summed across workers (multiprocess mode)
+    counted = sum(float(x.rsplit(' ', 1)[1]) for x in text.splitlines() if x.startswith('mlwork_predictions_total{'))
+    assert counted >= 400  # summed across both workers (prometheus multiprocess mode)
+    # --pii income: pseudonyms in the log, the same value always the same pseudonym
+    mine = logged.filter(logged['request_id'].str.starts_with('two-')).sort('request_id')
+    incomes = {r: ws.rows[int(r.split('-')[1])]['income'] for r in mine['request_id']}
+    logged_income = mine['features'].struct.field('income').to_list()
+    assert all(isinstance(v, str) and v != str(incomes[r]) for r, v in zip(mine['request_id'], logged_income))
+    assert len(set(logged_income)) == len(set(incomes.values()))
+    # (that no raw PII value reaches any file of the log is tested on the raw bytes in tests/test_predlog.py)
     # no secret in anything the service wrote: server output, prediction log, audit log
     secrets = list(ws.keys.values())
     for path in Path(ws.home).rglob('*'):

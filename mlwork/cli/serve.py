@@ -16,7 +16,7 @@ from ..core import open_workspace
 # %% auto #0
 __all__ = ['register']
 
-# %% ../../nbs/90_cli/94d_serve.ipynb #fa68fa4d
+# %% ../../nbs/90_cli/94d_serve.ipynb #46037966
 def _serve(args: argparse.Namespace) -> Output:
     from mlwork.serve.app import ServeConfig, check_servable, serve
     certfile, keyfile = args.certfile, args.keyfile
@@ -65,7 +65,7 @@ def _register_serve(sub: Any) -> None:
     c.add_argument('--workers', type=int_arg(1), default=1, help='worker processes (default: 1)')
     c.add_argument('--log', choices=('durable', 'buffered', 'off'), default='durable',
                    help='prediction log: durable (answer after the record is on disk; default), buffered, or off')
-    c.add_argument('--flush-ms', type=_float_arg(0), default=2.0, metavar='MS', help='group commit interval of the log (default: 2)')
+    c.add_argument('--flush-ms', type=_float_arg(0), default=0.5, metavar='MS', help='group commit interval of the log (default: 0.5)')
     c.add_argument('--pii', metavar='COLS', help='comma-separated feature columns to mask or pseudonymise in the log')
     c.add_argument('--pii-mode', choices=('mask', 'pseudonymise'), default='pseudonymise', help='how PII columns are logged (default: pseudonymise)')
     c.add_argument('--no-challenger', action='store_true', help='serve the champion only, even if a challenger alias exists')
