@@ -422,6 +422,8 @@ def measure_batch(servers: dict[str, Server], built: dict[str, Any], key: str | 
             cases.append((f'mlwork_json{suffix}', servers[side], '/v1/predict/batch', json_rows, 'application/json', auth))
             cases.append((f'mlwork_arrow{suffix}', servers[side], '/v1/predict/batch', arrow,
                           'application/vnd.apache.arrow.stream', auth))
+            cases.append((f'mlwork_arrow_io{suffix}', servers[side], '/v1/predict/batch', arrow,  # Arrow in and out
+                          'application/vnd.apache.arrow.stream', {**auth, 'Accept': 'application/vnd.apache.arrow.stream'}))
     clients = {name: httpx.Client(timeout=300.0, headers={'Content-Type': ctype, **headers})
                for name, _, _, _, ctype, headers in cases}
     samples: dict[str, list[float]] = {'in_process': [], **{c[0]: [] for c in cases}}
@@ -450,8 +452,11 @@ def measure_batch(servers: dict[str, Server], built: dict[str, Any], key: str | 
                 if rnd:
                     samples[name].append(elapsed)
                 else:
-                    got = json.loads(answer)
-                    preds = np.asarray(got.get('predictions', got) if isinstance(got, dict) else got, dtype=float).reshape(-1)
+                    if r.headers.get('content-type') == 'application/vnd.apache.arrow.stream':
+                        preds = np.asarray(pa.ipc.open_stream(answer).read_all()['prediction'].to_numpy(), dtype=float)
+                    else:
+                        got = json.loads(answer)
+                        preds = np.asarray(got.get('predictions', got) if isinstance(got, dict) else got, dtype=float).reshape(-1)
                     diff = float(np.max(np.abs(preds - expected))) if preds.shape == expected.shape else None
                     out[name] = {'server': f'{srv.side} w={srv.workers}', 'body_bytes': len(body), 'max_abs_diff': diff}
                     if diff is None or diff > 1e-9:
@@ -559,8 +564,11 @@ def markdown(result: dict[str, Any]) -> str:
         for k, v in s['batch'].items():
             if k.startswith('mlwork_'):
                 kind, _, mode = k.removeprefix('mlwork_').partition('_')
+                io = mode == 'io' or mode.startswith('io_')
+                mode = mode.removeprefix('io').removeprefix('_')
                 server = b[k]['server'].split()[0]
-                names[k] = f"mlwork /v1/predict/batch, {'JSON rows' if kind == 'json' else 'Arrow IPC'}, log {mode or server}"
+                body = 'JSON rows' if kind == 'json' else 'Arrow IPC in and out' if io else 'Arrow IPC in, JSON out'
+                names[k] = f"mlwork /v1/predict/batch, {body}, log {mode or server}"
             lines.append(f"| {names.get(k, k)} | {v['us_per_row']:.2f} | {v['vs_in_process']:.2f}× | "
                          f"{v['min_us_per_row']:.2f} | {v['min_vs_in_process']:.2f}× |")
         lines += ['', 'Target: mlwork within 2× of in-process, the time from sending the body to the last byte of the answer.']

@@ -83,6 +83,12 @@ def test_batches_in_json_arrow_and_parquet_agree(ws, server):
     assert arrow.status_code == parquet.status_code == 200, (arrow.text, parquet.text)
     assert js.json()['predictions'] == pytest.approx(arrow.json()['predictions'], rel=1e-12)
     assert js.json()['predictions'] == pytest.approx(parquet.json()['predictions'], rel=1e-12)
+    both = server.client.post('/v1/predict/batch', content=arrow_body(rows), headers={
+        **h, 'content-type': 'application/vnd.apache.arrow.stream', 'accept': 'application/vnd.apache.arrow.stream'})
+    table = pa.ipc.open_stream(both.content).read_all()  # Arrow in, Arrow out: the same answer
+    assert both.headers['content-type'] == 'application/vnd.apache.arrow.stream' and both.headers['x-mlwork-rows'] == '500'
+    assert table['prediction'].to_pylist() == pytest.approx(js.json()['predictions'], rel=1e-12)
+    assert table['label'].to_pylist() == js.json()['label'] and both.headers['x-mlwork-version'] == '1'
     single = server.client.post('/v1/predict', json={'features': rows[7]}, headers=h).json()
     assert js.json()['predictions'][7] == pytest.approx(single['prediction'])
     assert js.json()['rows'] == 500

@@ -36,7 +36,7 @@ __all__ = ['LOG_MODES', 'ROLLOUT_MODES', 'CONFIG_ENV', 'log', 'ROUTES', 'ARROW_T
            'serve_dir', 'read_rollout', 'write_rollout', 'ServeMetrics', 'serve_metrics', 'metrics_text', 'route_label',
            'Guard', 'Service', 'PredictRequest', 'Prediction', 'FeedbackItem', 'Feedback', 'Rollout', 'Action',
            'NewKey', 'log_record', 'score_one', 'write_log', 'Batch', 'parse_batch', 'log_frame', 'score_batch',
-           'create_app', 'app_from_env', 'check_servable', 'serve']
+           'arrow_answer', 'create_app', 'app_from_env', 'check_servable', 'serve']
 
 # %% ../../nbs/40_serve/41_app.ipynb #5a16db52
 LOG_MODES = ('durable', 'buffered', 'off')
@@ -706,7 +706,25 @@ def score_batch(svc: Service, batch: Batch, rid: str) -> tuple[dict[str, Any], l
     answer = {('predictions' if k == 'prediction' else k): v for k, v in answer.items() if any(x is not None for x in v)}
     return {**head, **answer}, frames
 
-# %% ../../nbs/40_serve/41_app.ipynb #3c18cae6
+# %% ../../nbs/40_serve/41_app.ipynb #294978ae
+def arrow_answer(answer: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    "A batch answer as an Arrow IPC stream of its per-row columns, and the rest as `X-Mlwork-*` headers."
+    import pyarrow as pa
+    n = answer['rows']
+    columns, headers = {}, {}
+    for k, v in answer.items():
+        if isinstance(v, list) and len(v) == n:
+            columns[k.removesuffix('s') if k in ('predictions', 'arms', 'versions') else k] = (
+                [json.dumps(r) if r else None for r in v] if k == 'reasons' else v)
+        else:
+            headers[f"x-mlwork-{k.replace('_', '-')}"] = str(v)
+    table = pa.table(columns)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes(), headers
+
+# %% ../../nbs/40_serve/41_app.ipynb #114663bf
 def _add_batch_route(app: FastAPI, svc: Service) -> None:
     body_doc = {'requestBody': {'required': True, 'content': {
         'application/json': {'schema': {'type': 'object', 'required': ['rows'], 'properties': {
@@ -719,14 +737,21 @@ def _add_batch_route(app: FastAPI, svc: Service) -> None:
     async def predict_batch(request: Request, key: str | None = None, explain: int = 0) -> Response:
         "Score many rows (JSON, an Arrow IPC stream or Parquet); row i's log record has request id `<request_id>:i`."
         body = await request.body()
-        rid = uuid.uuid4().hex
+        rid, arrow = uuid.uuid4().hex, ARROW_TYPES[0] in request.headers.get('accept', '')
         def work() -> tuple[dict[str, Any], list[Any]]:
             batch = parse_batch(request.headers.get('content-type', ''), body, key, explain, svc.config.max_rows)
             batch.explain = min(batch.explain, svc.config.max_explain)
             return score_batch(svc, batch, rid)
+        def encode(answer: dict[str, Any]) -> Response:
+            if not arrow:
+                return _json(answer)
+            data, headers = arrow_answer(answer)
+            return Response(data, media_type=ARROW_TYPES[0], headers=headers)
         answer, frames = await asyncio.to_thread(work)
-        await write_log(svc, frames)
-        return _json(answer)
+        logged = asyncio.ensure_future(write_log(svc, frames))  # the log's disk write overlaps the answer's encoding
+        response = await asyncio.to_thread(encode, answer)
+        await logged
+        return response
 
 # %% ../../nbs/40_serve/41_app.ipynb #02ada5c5
 def _add_operator_routes(app: FastAPI, svc: Service) -> None:
