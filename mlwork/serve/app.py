@@ -36,7 +36,7 @@ __all__ = ['LOG_MODES', 'ROLLOUT_MODES', 'CONFIG_ENV', 'log', 'ROUTES', 'ARROW_T
            'serve_dir', 'read_rollout', 'write_rollout', 'ServeMetrics', 'serve_metrics', 'metrics_text', 'route_label',
            'Guard', 'Service', 'PredictRequest', 'Prediction', 'FeedbackItem', 'Feedback', 'Rollout', 'Action',
            'NewKey', 'log_record', 'score_one', 'write_log', 'Batch', 'parse_batch', 'log_frame', 'score_batch',
-           'arrow_answer', 'create_app', 'app_from_env', 'check_servable', 'serve']
+           'arrow_answer', 'create_app', 'app_from_env', 'check_log_columns', 'check_servable', 'serve']
 
 # %% ../../nbs/40_serve/41_app.ipynb #5a16db52
 LOG_MODES = ('durable', 'buffered', 'off')
@@ -854,7 +854,27 @@ def app_from_env() -> FastAPI:
         raise ConfigError(msg)
     return create_app(ServeConfig.from_json(text))
 
-# %% ../../nbs/40_serve/41_app.ipynb #ded0c2ca
+# %% ../../nbs/40_serve/41_app.ipynb #2fa0c1b9
+def check_log_columns(ws: Workspace, model: str, scorer: Scorer, pii: tuple[str, ...] | list[str]) -> None:
+    "`ConfigError` when `--pii` would log a feature with another type than the model's prediction log stores."
+    import polars as pl
+    table = serve_dir(ws, model) / 'predictions'
+    if not (table / '_delta_log').is_dir():
+        return
+    stored = pl.scan_delta(str(table)).collect_schema().get('features')
+    fields = {f.name: f.dtype for f in stored.fields} if isinstance(stored, pl.Struct) else {}
+    for f in scorer.model.features:
+        if f not in fields or scorer.model.kinds[f] != 'numeric':
+            continue
+        text = fields[f] == pl.String
+        if (f in pii) != text:
+            hint = ('leave it out of --pii' if f in pii else f'serve with --pii {f}')
+            msg = (f"The prediction log of {model!r} ({table}) stores the feature {f!r} as {fields[f]}; "
+                   f"{'--pii would write pseudonyms (text) there' if f in pii else 'without --pii it would be written as a number'}. "
+                   f"Either {hint}, or move that table aside to start a new log.")
+            raise ConfigError(msg)
+
+# %% ../../nbs/40_serve/41_app.ipynb #87f8cade
 def check_servable(config: ServeConfig) -> dict[str, Any]:
     "What `serve` would serve, checked before a port is bound: champion (verified), challenger, keys."
     ws = open_workspace(config.home)
@@ -866,6 +886,7 @@ def check_servable(config: ServeConfig) -> dict[str, Any]:
             challenger = Scorer.load(registry, config.model, 'challenger').version
         except NotFound:
             pass
+    check_log_columns(ws, config.model, champion, config.pii)
     active = [k for k in KeyStore(ws).list() if k.revoked_at is None]
     if config.auth and not active:
         msg = (f"No API key exists in {ws.root}, so nobody could call the service. Create one with "
