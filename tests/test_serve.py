@@ -280,3 +280,14 @@ def test_pii_columns_are_pseudonymised_in_the_log(ws, tmp_path):
         same.setdefault(incomes[r], set()).add(v)
     assert all(len(v) == 1 for v in same.values()) and len({next(iter(v)) for v in same.values()}) == len(same)
     # (that no raw PII value reaches any file of the log is tested on the raw bytes in tests/test_predlog.py)
+
+
+def test_a_port_in_use_is_a_one_line_user_error(ws, tmp_path):
+    import socket
+    from conftest import run_mlwork
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run_mlwork('serve', 'credit', '--home', str(ws.home), '--port', str(port), cwd=tmp_path, timeout=120)
+    assert r.code == 2 and f'Cannot listen on 127.0.0.1:{port}' in r.err and 'Traceback' not in r.err

@@ -36,7 +36,7 @@ __all__ = ['LOG_MODES', 'ROLLOUT_MODES', 'CONFIG_ENV', 'log', 'ROUTES', 'ARROW_T
            'serve_dir', 'read_rollout', 'write_rollout', 'ServeMetrics', 'serve_metrics', 'metrics_text', 'route_label',
            'Guard', 'Service', 'PredictRequest', 'Prediction', 'FeedbackItem', 'Feedback', 'Rollout', 'Action',
            'NewKey', 'log_record', 'score_one', 'write_log', 'Batch', 'parse_batch', 'log_frame', 'score_batch',
-           'arrow_answer', 'create_app', 'app_from_env', 'check_log_columns', 'check_servable', 'serve']
+           'arrow_answer', 'create_app', 'app_from_env', 'check_log_columns', 'check_servable', 'check_port', 'serve']
 
 # %% ../../nbs/40_serve/41_app.ipynb #5a16db52
 LOG_MODES = ('durable', 'buffered', 'off')
@@ -874,7 +874,7 @@ def check_log_columns(ws: Workspace, model: str, scorer: Scorer, pii: tuple[str,
                    f"Either {hint}, or move that table aside to start a new log.")
             raise ConfigError(msg)
 
-# %% ../../nbs/40_serve/41_app.ipynb #87f8cade
+# %% ../../nbs/40_serve/41_app.ipynb #b604a1d7
 def check_servable(config: ServeConfig) -> dict[str, Any]:
     "What `serve` would serve, checked before a port is bound: champion (verified), challenger, keys."
     ws = open_workspace(config.home)
@@ -895,11 +895,23 @@ def check_servable(config: ServeConfig) -> dict[str, Any]:
     return {'model': config.model, 'champion': champion.version, 'challenger': challenger, 'url': config.url,
             'workers': config.workers, 'log': config.log, 'keys': len(active), 'auth': config.auth}
 
+def check_port(host: str, port: int) -> None:
+    "`ConfigError` naming the address when nothing could listen on `host:port` now (in use, or not this machine's)."
+    import socket
+    with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            msg = f"Cannot listen on {host}:{port}: {e.strerror or e}. Choose another address or port (--host, --port)."
+            raise ConfigError(msg) from None
+
 def serve(config: ServeConfig) -> None:
     "Run the service under uvicorn until it is stopped."
     import uvicorn
     from mlwork.core import scratch_dir
     check_servable(config)
+    check_port(config.host, config.port)
     ws = open_workspace(config.home)
     os.environ[CONFIG_ENV] = config.to_json()
     with scratch_dir(ws.root, 'metrics') as metrics_dir:
