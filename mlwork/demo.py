@@ -34,7 +34,7 @@ from .synthetic import Drift, SyntheticData, generate
 __all__ = ['log', 'DEMO_USER', 'SCORE', 'DEMO_CREDIT_KNOBS', 'DEMO_ROW_CHECKS_WARN', 'DemoStep', 'demo_steps', 'run_line',
            'DemoResult', 'start_demo', 'run_demo', 'Showcase', 'Section', 'start_showcase', 'credit_batch',
            'quarantine_recall', 'validate_credit', 'joint_drift', 'credit_drift', 'time_ordered_drift',
-           'estimate_performance', 'tamper_check', 'finish_showcase']
+           'estimate_performance', 'tamper_check', 'privacy_check', 'finish_showcase']
 
 # %% ../nbs/80_demo/80_demo.ipynb #5f4c7bcf
 log = get_logger('mlwork.demo')
@@ -522,6 +522,53 @@ def tamper_check(sc: Showcase, model: str = 'acs_employment', alias: str = 'cham
     record_metric('audit_entries', audit.entries)
     return Section(rep, {'model': model, 'version': mv.version, 'refused': refused, 'audit_ok': audit.ok,
                          'audit_entries': audit.entries, 'audit_head': audit.head})
+
+# %% ../nbs/80_demo/80_demo.ipynb #e799c60e
+def privacy_check(
+    sc: Showcase,  # The showcase (its credit batch must exist: `credit_batch(sc)`)
+    model: str = 'credit',  # The name the credit model is registered under
+    train_rows: int = 20_000,  # Rows of the batch the model is trained on
+    score_rows: int = 5_000,  # Rows scored through the service
+) -> Section:
+    "Scan the credit batch for PII, train without it by default, serve with pseudonymised keys and check the prediction log."
+    from mlwork.models.registry import Registry
+    from mlwork.models.train import train_model
+    from mlwork.privacy import scan_pii
+    from mlwork.serve.client import local_service
+    from mlwork.serve.predlog import read_predictions
+    if sc.credit is None:
+        raise NotFound('privacy_check needs the credit batch: call credit_batch(sc) first.')
+    batch, target = sc.credit.frame, sc.credit.target
+    scan = scan_pii(batch, seed=sc.seed)
+    found = scan.detected()
+    m = train_model(batch.head(train_rows).drop('id', 'timestamp'), target, num_boost_round=100, seed=sc.seed)
+    excluded = dict(m.lineage.to_dict().get('pii_excluded') or {})
+    mv = Registry(sc.workspace).publish(m, model, alias='champion', reason='showcase: a credit model trained without PII')
+    rows = batch.head(score_rows)
+    with local_service(sc.workspace, model, args=['--pii', 'entity_key', '--pii-mode', 'pseudonymise']) as client:
+        answers = client.predict_frame(rows, key='email')
+    log = read_predictions(sc.workspace, model)
+    flat = log.drop('features').hstack(log['features'].struct.unnest()) if log.schema.get('features') == pl.Struct else log
+    in_log = scan_pii(flat, seed=sc.seed).detected()
+    raw = set(rows['email'].to_list())
+    raw_keys = int(log['entity_key'].is_in(list(raw)).sum())
+    table = Path(sc.workspace.root) / 'serve' / model
+    leaked = sum(1 for f in table.rglob('*') if f.is_file() and any(e.encode() in f.read_bytes() for e in list(raw)[:200]))
+    rep = Report('personal data')
+    rep.table(scan.to_frame(), caption='PII scan of the credit batch')
+    rep.table([{'step': 'scan', 'result': ', '.join(f'{c} ({k})' for c, k in found.items()) or 'no PII found'},
+               {'step': 'train', 'result': f"v{mv.version} with {len(m.features)} features; left out as PII: "
+                                           + (', '.join(excluded) or 'none')},
+               {'step': 'serve', 'result': f'{answers.height:,} rows scored over HTTP, entity key = email, pseudonymised'},
+               {'step': 'prediction log', 'result': f"{log.height:,} rows; PII found by the scan: {', '.join(in_log) or 'none'}; "
+                                                    f"raw emails as keys: {raw_keys}; files holding a raw email: {leaked}"}],
+              caption='personal data through training and serving')
+    record_metric('pii_columns', len(found))
+    record_decision('personal data', 'kept out' if not in_log and not raw_keys and not leaked else 'LEAKED',
+                    f'{len(found)} PII columns found; {len(excluded)} left out of the model; the log holds none')
+    return Section(rep, {'found': found, 'excluded': excluded, 'model': model, 'version': mv.version,
+                         'logged_rows': log.height, 'pii_in_log': in_log, 'raw_keys': raw_keys, 'files_with_raw_email': leaked,
+                         'key_example': log['entity_key'][0]})
 
 # %% ../nbs/80_demo/80_demo.ipynb #bde34efa
 def finish_showcase(sc: Showcase, sections: dict[str, Section]) -> Path:

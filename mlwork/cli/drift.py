@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # polars and the data layer are imported by the handler: `mlw
 # %% auto #0
 __all__ = ['drift_lines', 'register']
 
-# %% ../../nbs/90_cli/93_drift.ipynb #b1082c68
+# %% ../../nbs/90_cli/93_drift.ipynb #a4430518
 def _num(x: float | None, fmt: str) -> str:
     return '-' if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
@@ -50,6 +50,8 @@ def drift_lines(
                      + (f"  ±{r['sketch_error']:.4f} (sketch)" if r.get('sketch_error') else ''))
     if d.get('skipped_key_columns'):
         lines.append(f"  skipped id-like columns: {', '.join(d['skipped_key_columns'])}")
+    if d.get('pii_excluded'):
+        lines.append('  ' + ', '.join(f'{c} ({k})' for c, k in d['pii_excluded'].items()).join(('left out as personal data: ', ' (opt in with --allow-pii COL)')))
     return lines
 
 # %% ../../nbs/90_cli/93_drift.ipynb #c352df24
@@ -113,7 +115,11 @@ def _bar_options(
         raise UsageError(msg)
     return {**out, 'bars': bars, 'bars_source': source} if bars else out
 
-# %% ../../nbs/90_cli/93_drift.ipynb #69bcb54f
+# %% ../../nbs/90_cli/93_drift.ipynb #acc5841c
+def _allow_pii(items: list[str] | None) -> list[str]:
+    "`--allow-pii COL,...` (repeatable) as a list of column names."
+    return list(dict.fromkeys(c.strip() for it in items or [] for c in it.split(',') if c.strip()))
+
 def _drift_batches(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     from concurrent.futures import ThreadPoolExecutor
     from mlwork.data.sources import resolve_source
@@ -129,7 +135,8 @@ def _drift_batches(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]
         raise UsageError(msg)
     ref, cur = ref.select(usable), cur.select(usable)
     det = DriftDetector(alpha=args.alpha, correction=args.correction, alarm=args.alarm, alarm_share=args.alarm_share,
-                        **_bar_options(args, _kinds(ref, usable))).fit(ref)
+                        **_bar_options(args, _kinds(ref, usable))).fit(ref, usable if args.columns else None,
+                                                                       allow_pii=_allow_pii(getattr(args, 'allow_pii', None)))
     if not args.report:
         del ref  # the fitted detector keeps what scoring needs: the frame goes before the current batch is scored
     if args.report:
@@ -176,7 +183,7 @@ def _drift_profiles(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]
         lines.append(f"  report: {d['report']}")
     return d, lines
 
-# %% ../../nbs/90_cli/93_drift.ipynb #5fd4d6d3
+# %% ../../nbs/90_cli/93_drift.ipynb #19bc4e34
 def _drift(args: argparse.Namespace) -> Output:
     profiles = _is_profile(args.reference) or _is_profile(args.current)
     d, lines = _drift_profiles(args) if profiles else _drift_batches(args)
@@ -200,6 +207,7 @@ def register(sub: Any) -> None:
     c.add_argument('current', metavar='CURRENT', help='a .parquet/.csv file, NAME[@VERSION] in the workspace, or a profile .bin')
     c.add_argument('--exclude', nargs='+', metavar='COL', help='columns to leave out')
     c.add_argument('--columns', nargs='+', metavar='COL', help='compare only these columns')
+    c.add_argument('--allow-pii', action='append', metavar='COL[,COL...]', help='compare these personal-data columns too (by default the PII scan leaves them out)')
     c.add_argument('--alpha', type=rate_arg, default=0.05, help='false-alarm rate across columns (default 0.05)')
     c.add_argument('--correction', choices=['bh', 'bonferroni', 'none'], default='bh', help='multiple-testing correction (default bh)')
     c.add_argument('--top', type=int_arg(1), default=15, help='columns to print (default 15)')

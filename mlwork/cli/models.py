@@ -15,7 +15,7 @@ from .base import CommandFailed, Output, UsageError, add_command, add_group, int
 # %% auto #0
 __all__ = ['add_train', 'add_list_show_compare', 'add_alias_commands', 'add_verify_repair_card', 'register']
 
-# %% ../../nbs/90_cli/94_models.ipynb #8d402b1f
+# %% ../../nbs/90_cli/94_models.ipynb #f0ab87b2
 def _parse_params(items: list[str] | None) -> dict[str, Any]:
     "LightGBM parameters from `KEY=VALUE` items (values parsed as JSON when they parse, else kept as text)."
     out: dict[str, Any] = {}
@@ -30,22 +30,26 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
             out[key] = val
     return out
 
+def _allow_pii(items: list[str] | None) -> list[str]:
+    "`--allow-pii COL,...` (repeatable) as a list of column names."
+    return list(dict.fromkeys(c.strip() for it in items or [] for c in it.split(',') if c.strip()))
+
 def _train_options(args: argparse.Namespace, columns: list[str], where: str) -> dict[str, Any]:
-    "`train_model`'s keyword arguments from the command line (`--exclude` turned into the feature list)."
+    "`train_model`'s keyword arguments from the command line (`--exclude`: out of the features, named or default)."
     features = args.features
     if args.exclude:
         if unknown := [c for c in args.exclude if c not in columns]:
             msg = f"--exclude names column(s) not in {where}: {', '.join(unknown)}"
             raise UsageError(msg)
-        features = [c for c in (features or columns) if c not in set(args.exclude) | {args.target, args.time_column}]
     kw: dict[str, Any] = dict(task=args.task, features=features, params=_parse_params(args.param), num_boost_round=args.rounds,
                               split=args.split, time_column=args.time_column, valid_fraction=args.valid_fraction,
-                              seed=args.seed, is_unbalance=args.unbalanced)
+                              seed=args.seed, is_unbalance=args.unbalanced, exclude=list(args.exclude or []),
+                              allow_pii=_allow_pii(args.allow_pii), weight=args.weight)
     if args.backend != 'local' or args.scheduler:
         kw.update(backend='dask', client=args.scheduler)
     return kw
 
-# %% ../../nbs/90_cli/94_models.ipynb #94813b12
+# %% ../../nbs/90_cli/94_models.ipynb #3af35e75
 def _train(args: argparse.Namespace) -> Output:
     from mlwork.data.sources import resolve_source
     from mlwork.models.train import train_model
@@ -73,6 +77,12 @@ def _train(args: argparse.Namespace) -> Output:
                          'valid_metrics': model.validation_metrics(), 'seconds': lin.train_seconds}
     lines = [f"trained a {d['task']} model on {d['data']}: {d['rows_train']:,} rows train, {d['rows_valid']:,} valid, "
              f"best iteration {best}, {d['seconds']:.1f} s"] + [f"  valid {m} = {v:.4f}" for m, v in d['valid_metrics'].items()]
+    d.update(pii_excluded=lin.pii_excluded, pii_allowed=lin.pii_allowed, weight=lin.weight)
+    if lin.pii_excluded or lin.pii_allowed:
+        from mlwork.data.pii_guard import pii_note
+        lines.append(f"  {pii_note(lin.pii_excluded, lin.pii_allowed)}")
+    if lin.weight:
+        lines.append(f"  sample weights: {lin.weight}")
     if args.out:
         d['saved'] = str(model.save(args.out))
         lines.append(f"  saved to {d['saved']}")
@@ -84,10 +94,10 @@ def _train(args: argparse.Namespace) -> Output:
         lines.append(f"  registered {args.register} version {mv.version}" + (f" as {args.alias}" if args.alias else ''))
     return d, '\n'.join(lines)
 
-# %% ../../nbs/90_cli/94_models.ipynb #d9ac8289
+# %% ../../nbs/90_cli/94_models.ipynb #e594b0ba
 _TRAIN_WORDS = {'target': '--target', 'task': '--task', 'features': '--features', 'split': '--split', 'time_column': '--time-column',
                 'valid_fraction': '--valid-fraction', 'num_boost_round': '--rounds', 'params': '--param', 'seed': '--seed',
-                'client': '--scheduler', 'name': '--register', 'description': '--description', 'reason': '--reason'}
+                'client': '--scheduler', 'weight': '--weight', 'allow_pii': '--allow-pii', 'exclude': '--exclude', 'name': '--register', 'description': '--description', 'reason': '--reason'}
 
 def add_train(sub: Any) -> None:
     "`mlwork train DATA --target COL [--register NAME]`."
@@ -109,6 +119,9 @@ def add_train(sub: Any) -> None:
     c.add_argument('--rounds', type=int_arg(1), default=500, help='most boosting rounds (early stopping after 50 without gain)')
     c.add_argument('--param', action='append', metavar='KEY=VALUE', help='a LightGBM parameter (repeatable), e.g. num_leaves=63')
     c.add_argument('--unbalanced', action='store_true', help='binary: weight the rare class up (fraud)')
+    c.add_argument('--weight', metavar='COL', help='a column of sample weights (numeric, >= 0; e.g. from reweighing); never a feature')
+    c.add_argument('--allow-pii', action='append', metavar='COL[,COL...]',
+                   help='use these personal-data columns as features (by default the PII scan leaves them out, and naming one is refused)')
     c.add_argument('--seed', type=int_arg(0), default=0, help='seed for the split and LightGBM (default 0)')
     c.add_argument('--backend', choices=['local', 'dask'], default='local', help='train in process or on a Dask cluster (default local)')
     c.add_argument('--scheduler', metavar='ADDRESS', help='Dask scheduler address (default with --backend dask: a local cluster)')

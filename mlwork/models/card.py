@@ -261,9 +261,19 @@ def md_table(rows: Sequence[Mapping[str, Any]], columns: list[str] | None = None
     out += ['| ' + ' | '.join(_md_cell(r.get(c)) for c in cols) + ' |' for r in rows]
     return '\n'.join(out)
 
-# %% ../../nbs/30_models/32_card.ipynb #97295774
+# %% ../../nbs/30_models/32_card.ipynb #cdc05acf
 def _interval(r: Mapping[str, Any]) -> str:
     return '' if r.get('lower') is None or r.get('upper') is None else f"[{r['lower']:.4g}, {r['upper']:.4g}]"
+
+def _personal_data(lin: Mapping[str, Any]) -> Any:
+    "The 'Personal data' section: columns left out as personal data and those used by opt-in (None for models trained before the scan)."
+    if 'pii_excluded' not in lin:
+        return None
+    rows = [{'column': c, 'kind': k, 'decision': 'left out of the features (detected as personal data)', 'by': '', 'reason': ''}
+            for c, k in (lin.get('pii_excluded') or {}).items()]
+    rows += [{'column': c, 'kind': v.get('kind') or 'not detected', 'decision': 'used as a feature by opt-in (allow_pii)',
+              'by': v.get('by') or '', 'reason': v.get('reason') or ''} for c, v in (lin.get('pii_allowed') or {}).items()]
+    return rows or 'The scan for personal data found none among the candidate features; no column was opted in.'
 
 def _sections(card: ModelCard) -> list[tuple[str, str, Any]]:
     "The card's sections in order: (title, kind, content); content None means not provided."
@@ -274,6 +284,9 @@ def _sections(card: ModelCard) -> list[tuple[str, str, Any]]:
                'classes': ', '.join(map(str, m['classes'])) if m['classes'] is not None else '-',
                'best iteration': m['best_iteration'], 'trained at': lin.get('trained_at'),
                'trained on': f"{lin.get('backend', 'local')} ({lin.get('n_workers', 1)} worker(s))"}
+    if lin.get('weight'):
+        details['sample weights'] = lin['weight']
+    pii = _personal_data(lin)
     training = {'split': json.dumps(lin.get('split')), 'rows (train / valid)': f"{lin['rows_train']:,} / {lin['rows_valid']:,}",
                 'seed': lin.get('seed'), 'boosting rounds (max)': lin.get('num_boost_round'),
                 'early stopping rounds': lin.get('early_stopping_rounds'),
@@ -284,6 +297,7 @@ def _sections(card: ModelCard) -> list[tuple[str, str, Any]]:
             ('Intended use', 'text', card.intended_use),
             ('Out-of-scope use', 'text', card.out_of_scope_use),
             ('Training data', 'table', card.datasets),
+            ('Personal data', 'text' if isinstance(pii, str) else 'table', pii),
             ('Training procedure', 'kv', training),
             ('Parameters', 'kv', lin.get('params') or {}),
             ('Evaluation', 'metrics', metrics),
