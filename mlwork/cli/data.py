@@ -186,7 +186,7 @@ def add_validate(sub: Any) -> None:
     c.add_argument('--dataset', metavar='NAME', help='store valid rows in NAME and failing rows in NAME__quarantine')
     c.add_argument('--report', metavar='FILE.html', help='write the validation report')
 
-# %% ../../nbs/90_cli/92_data.ipynb #fba6c895
+# %% ../../nbs/90_cli/92_data.ipynb #3de11648
 def _profile(args: argparse.Namespace) -> Output:
     from mlwork.data.profile import profile_frame, profile_path
     from mlwork.data.sources import resolve_source
@@ -198,12 +198,18 @@ def _profile(args: argparse.Namespace) -> Output:
     else:
         msg = 'profiling a file needs --out FILE.bin (dataset versions are stored in the workspace)'
         raise UsageError(msg)
-    prof = profile_frame(src.read())
+    allow = list(dict.fromkeys(c.strip() for it in args.allow_pii or [] for c in it.split(',') if c.strip()))
+    prof = profile_frame(src.read(), allow_pii=allow)
     d: dict[str, Any] = {'source': str(src), 'profile': str(prof.save(target)), 'rows': prof.n_rows, 'columns': prof.columns,
-                         'summary': prof.summary().to_dicts()}
+                         'summary': prof.summary().to_dicts(), 'pii_excluded': prof.pii_excluded, 'pii_allowed': prof.pii_allowed}
     lines = [f"profile of {d['source']}: {d['rows']:,} rows × {len(d['columns'])} columns → {d['profile']}"]
     lines += [f"  {r['column']:<24} {(r['dtype'] or '')[:10]:<10} nulls {r['nulls'] or 0:>9,}  distinct≈{(r['distinct_est'] or 0):>11,.0f}"
               + (f"  median {r['p50']:.4g}" if r['p50'] is not None else '') for r in d['summary']]
+    if d['pii_excluded']:
+        lines.append('  left out as personal data: ' + ', '.join(f'{c} ({k})' for c, k in d['pii_excluded'].items())
+                     + ' (opt in with --allow-pii COL)')
+    if d['pii_allowed']:
+        lines.append('  personal data profiled by opt-in: ' + ', '.join(d['pii_allowed']))
     if args.report:
         d['report'] = str(prof.to_report(f"Profile of {d['source']}").save(args.report))
         lines.append(f"  report: {d['report']}")
@@ -217,6 +223,8 @@ def add_profile(sub: Any) -> None:
     c.add_argument('source', metavar='SOURCE', help='NAME[@VERSION] in the workspace, or a .parquet/.csv file')
     c.add_argument('--out', metavar='FILE.bin', help='where to write the profile (default for datasets: the profiles store)')
     c.add_argument('--report', metavar='FILE.html', help='write the profile report')
+    c.add_argument('--allow-pii', action='append', metavar='COL[,COL...]',
+                   help='profile these personal-data columns too (by default the PII scan leaves them out)')
 
 # %% ../../nbs/90_cli/92_data.ipynb #8acbc983
 def register(sub: Any) -> None:

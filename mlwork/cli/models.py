@@ -219,7 +219,7 @@ def add_alias_commands(sub: Any) -> None:
         if name != 'history':
             x.add_argument('--reason', required=name == 'delete', help='why (recorded in the audit log)')
 
-# %% ../../nbs/90_cli/94_models.ipynb #65474d20
+# %% ../../nbs/90_cli/94_models.ipynb #5b8a3183
 def _verify(args: argparse.Namespace) -> Output:
     from mlwork.core import SignatureError
     try:
@@ -243,6 +243,8 @@ def _repair(args: argparse.Namespace) -> Output:
     return d, '\n'.join(lines + ['registry and audit log agree'])
 
 def _card(args: argparse.Namespace) -> Output:
+    import dataclasses
+    from mlwork.models.audits import model_audits
     from mlwork.models.card import ModelCard, model_card
     reg = open_registry(args.home)
     v = reg.show(args.name, _version(args.version))
@@ -251,8 +253,13 @@ def _card(args: argparse.Namespace) -> Output:
     stored = reg.card(args.name, v.version)
     card = (ModelCard.from_dict({**stored, 'registry': entry}) if stored else
             model_card(reg.load(args.name, v.version), name=v.name, metrics={'registered': v.metrics} if v.metrics else None, registry=entry))
-    d = {'name': v.name, 'version': v.version, **{k: str(p) for k, p in card.save(args.out).items()}}
-    return d, f"model card of {v.name} version {v.version}: " + ', '.join(str(p) for k, p in d.items() if k not in ('name', 'version'))
+    audits = [{'audited': a.created[:19].replace('T', ' '), 'verdict': a.verdict, 'data': a.data,
+               'rules not passed': '; '.join(f"{r['rule']} {r['kind']} by {r['attribute']}: {r['status']}"
+                                             for r in a.summary.get('rules', []) if r.get('status') != 'passed') or '-',
+               'report': a.report or a.path} for a in model_audits(reg.workspace, v.name, v.version)]
+    card = dataclasses.replace(card, audits=audits or None)
+    d = {'name': v.name, 'version': v.version, 'audits': len(audits), **{k: str(p) for k, p in card.save(args.out).items()}}
+    return d, f"model card of {v.name} version {v.version}: " + ', '.join(str(p) for k, p in d.items() if k not in ('name', 'version', 'audits'))
 
 # %% ../../nbs/90_cli/94_models.ipynb #4d615e94
 def add_verify_repair_card(sub: Any) -> None:

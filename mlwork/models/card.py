@@ -131,7 +131,7 @@ def _importance_rows(explanation: Any) -> list[dict[str, Any]]:
     rows = [{'feature': str(f), 'importance': float(v), 'share': abs(float(v)) / total if total else 0.0} for f, v in pairs]
     return sorted(rows, key=lambda r: -abs(r['importance']))
 
-# %% ../../nbs/30_models/32_card.ipynb #a3d64d58
+# %% ../../nbs/30_models/32_card.ipynb #d231c274
 @dataclass
 class ModelCard:
     "A model card: model details and lineage, evaluation, fairness, explanations, use and limits, registry entry."
@@ -143,6 +143,7 @@ class ModelCard:
     comparisons: list[dict[str, Any]] | None = None  # mlwork.evaluation.metrics.compare results
     slices: list[dict[str, Any]] | None = None  # mlwork.evaluation.metrics.slice_metrics rows
     fairness: list[dict[str, Any]] | None = None  # group, metrics…
+    audits: list[dict[str, Any]] | None = None  # stored fairness audits (mlwork.models.audits): created, verdict, data, report
     importance: list[dict[str, Any]] | None = None  # feature, importance, share
     intended_use: str | None = None
     out_of_scope_use: str | None = None
@@ -191,7 +192,7 @@ class ModelCard:
                 'json': atomic_write(folder / 'model_card.json', json.dumps(self.to_dict(), indent=1) + '\n').resolve()}
 
     def __repr__(self) -> str:
-        provided = [k for k in ('metrics', 'comparisons', 'slices', 'fairness', 'importance', *TEXT_SECTIONS, 'registry')
+        provided = [k for k in ('metrics', 'comparisons', 'slices', 'fairness', 'audits', 'importance', *TEXT_SECTIONS, 'registry')
                     if getattr(self, k)]
         return f"ModelCard({self.name!r}, task={self.model.get('task')!r}, data={self.datasets[0].get('ref')!r}, provided={provided})"
 
@@ -261,7 +262,7 @@ def md_table(rows: Sequence[Mapping[str, Any]], columns: list[str] | None = None
     out += ['| ' + ' | '.join(_md_cell(r.get(c)) for c in cols) + ' |' for r in rows]
     return '\n'.join(out)
 
-# %% ../../nbs/30_models/32_card.ipynb #cdc05acf
+# %% ../../nbs/30_models/32_card.ipynb #bbee3ed8
 def _interval(r: Mapping[str, Any]) -> str:
     return '' if r.get('lower') is None or r.get('upper') is None else f"[{r['lower']:.4g}, {r['upper']:.4g}]"
 
@@ -304,6 +305,7 @@ def _sections(card: ModelCard) -> list[tuple[str, str, Any]]:
             ('Champion vs challenger', 'table', card.comparisons),
             ('Performance by slice', 'table', card.slices),
             ('Fairness', 'table', card.fairness),
+            ('Fairness audits', 'table', card.audits),
             ('Explanations: global importance', 'importance', card.importance),
             ('Limitations', 'text', card.limitations),
             ('Ethical considerations', 'text', card.ethical_considerations),
