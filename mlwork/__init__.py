@@ -5,11 +5,12 @@ loaded on first use, so ``import mlwork`` stays fast and MLflow, LightGBM or why
 by the code that needs them. Subpackages, by layer (a module imports only from its own or lower layers):
 
 - foundations (00-09): ``mlwork.core``, ``mlwork.checks``, ``mlwork.security``, ``mlwork.audit``,
-  ``mlwork.report``, ``mlwork.synthetic_pii``, ``mlwork.synthetic``, ``mlwork.series``, ``mlwork.datasets``
-- data (10-19): ``mlwork.data`` (batches, store, contracts, validation, profile, quarantine, sources)
-- drift and evaluation (20-29): ``mlwork.drift`` (kernels, univariate, power, multivariate, windows, profiles,
-  alibi, estimate, report), ``mlwork.evaluation`` (metrics, explain)
-- models (30-39): ``mlwork.models`` (train, artifacts, tracking, registry, card)
+  ``mlwork.report``, ``mlwork.synthetic_pii``, ``mlwork.synthetic``, ``mlwork.series``, ``mlwork.datasets``,
+  ``mlwork.privacy``
+- data (10-19): ``mlwork.data`` (batches, store, contracts, validation, profile, quarantine, sources, pii_guard)
+- drift, fairness and evaluation (20-29): ``mlwork.drift`` (kernels, univariate, power, multivariate, windows, profiles,
+  alibi, estimate, report), ``mlwork.fairness`` (metrics, mitigation, explain), ``mlwork.evaluation`` (metrics, explain)
+- models (30-39): ``mlwork.models`` (train, artifacts, tracking, registry, card, audits)
 - serving (40-49): ``mlwork.serve`` (access, predlog, scoring, app, client)
 - production runs and deployment (50-59): ``mlwork.pipelines`` (context, params, steps, runs, html, index), ``mlwork.schedule``
   (files, serve), ``mlwork.deploy``
@@ -35,6 +36,7 @@ _API: dict[str, str] = {
     **dict.fromkeys(['generate', 'SyntheticData'], '.synthetic'),
     **dict.fromkeys(['generate_series', 'Change', 'SeriesData'], '.series'),
     **dict.fromkeys(['load_dataset', 'list_datasets', 'load_acs', 'acs_windows'], '.datasets'),
+    **dict.fromkeys(['scan_pii', 'PiiScan', 'PiiPolicy', 'apply_policy', 'PseudonymKey', 'k_anonymity', 'KAnonymity'], '.privacy'),
     # data
     **dict.fromkeys(['DatasetRef', 'parse_ref', 'load_batch', 'scan_batch'], '.data.batches'),
     **dict.fromkeys(['DatasetStore', 'DatasetReader'], '.data.store'),
@@ -50,6 +52,10 @@ _API: dict[str, str] = {
     **dict.fromkeys(['profile_drift'], '.drift.profiles'),
     **dict.fromkeys(['CBPE', 'EstimateResult'], '.drift.estimate'),
     **dict.fromkeys(['drift_report', 'DriftSummary'], '.drift.report'),
+    # fairness
+    **dict.fromkeys(['fairness_audit', 'FairnessAudit', 'FairnessVerdict', 'group_counts', 'metrics_from_counts'], '.fairness.metrics'),
+    **dict.fromkeys(['group_thresholds', 'ThresholdMitigation', 'reweighing', 'tradeoff', 'TradeOff'], '.fairness.mitigation'),
+    **dict.fromkeys(['explain_gap', 'GapAttribution'], '.fairness.explain'),
     # evaluation
     **dict.fromkeys(['evaluate', 'compare', 'slice_metrics', 'Performance', 'Comparison'], '.evaluation.metrics'),
     **dict.fromkeys(['explain', 'Explanation'], '.evaluation.explain'),
@@ -57,6 +63,7 @@ _API: dict[str, str] = {
     **dict.fromkeys(['train_model', 'TrainedModel', 'LGBMTrainer'], '.models.train'),
     **dict.fromkeys(['Registry', 'ModelVersion'], '.models.registry'),
     **dict.fromkeys(['model_card', 'ModelCard'], '.models.card'),
+    **dict.fromkeys(['save_audit', 'model_audits', 'require_audit', 'AuditRecord'], '.models.audits'),
     # serving
     **dict.fromkeys(['KeyStore', 'ApiKey'], '.serve.access'),
     **dict.fromkeys(['PredictionLog', 'read_predictions', 'read_feedback'], '.serve.predlog'),
@@ -72,6 +79,7 @@ _API: dict[str, str] = {
     **dict.fromkeys(['load_schedule', 'Schedule'], '.schedule.files'),
     # panels and the demo
     **dict.fromkeys(['DriftPanel'], '.ui.panels'),
+    **dict.fromkeys(['FairnessPanel'], '.ui.fairness'),
     **dict.fromkeys(['run_demo'], '.demo'),
 }
 
@@ -114,7 +122,11 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names l
     from .drift.univariate import DriftDetector, DriftResult, dataset_decision
     from .drift.windows import WindowedDrift, drift_over_time
     from .evaluation.explain import Explanation, explain
+    from .fairness.explain import GapAttribution, explain_gap
+    from .fairness.metrics import FairnessAudit, FairnessVerdict, fairness_audit, group_counts, metrics_from_counts
+    from .fairness.mitigation import ThresholdMitigation, TradeOff, group_thresholds, reweighing, tradeoff
     from .evaluation.metrics import Comparison, Performance, compare, evaluate, slice_metrics
+    from .models.audits import AuditRecord, model_audits, require_audit, save_audit
     from .models.card import ModelCard, model_card
     from .models.registry import ModelVersion, Registry
     from .models.train import LGBMTrainer, TrainedModel, train_model
@@ -123,6 +135,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names l
     from .pipelines.index import write_index
     from .pipelines.params import Pipeline, find_pipeline, list_pipelines
     from .pipelines.runs import BatchResult, RerunResult, RunResult, list_runs, rerun, run_over, run_pipeline
+    from .privacy import KAnonymity, PiiPolicy, PiiScan, PseudonymKey, apply_policy, k_anonymity, scan_pii
     from .report import Report
     from .schedule.files import Schedule, load_schedule
     from .serve.access import ApiKey, KeyStore
@@ -132,4 +145,5 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names l
     from .serve.scoring import FeatureSchema, Scorer
     from .series import Change, SeriesData, generate_series
     from .synthetic import SyntheticData, generate
+    from .ui.fairness import FairnessPanel
     from .ui.panels import DriftPanel

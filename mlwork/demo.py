@@ -45,7 +45,7 @@ def _read(store: DatasetStore, name: str, version: int | None = None) -> pl.Data
     frame = store.read(name, version=version)
     return frame if isinstance(frame, pl.DataFrame) else frame.collect()
 
-# %% ../nbs/80_demo/80_demo.ipynb #eb82fbb7
+# %% ../nbs/80_demo/80_demo.ipynb #bfccc989
 @dataclass
 class DemoStep:
     "One run of the demo: a built-in pipeline, its parameters (beyond `home` and `seed`), and what it shows."
@@ -76,7 +76,8 @@ def demo_steps(
         DemoStep('promote', {}, 'through the promotion gate'),
         DemoStep('cycle', {'year': 2017}, 'the whole loop for 2017'), DemoStep('score', SCORE, 'the 2017 window through the service'),
         DemoStep('cycle', {'year': 2018}, 'the whole loop for 2018'), DemoStep('score', SCORE, 'the 2018 window through the service'),
-        DemoStep('showcase', {'rows': rows, 'seed': seed}, 'faults, joint / profile / time-ordered drift, label-free estimates, tampering')]
+        DemoStep('audit', {}, 'fairness audit of the champion by SEX, RAC1P, DIS: intervals, why, mitigations'),
+        DemoStep('showcase', {'rows': rows, 'seed': seed}, 'faults, joint / profile / time-ordered drift, label-free estimates, tampering, personal data')]
 
 # %% ../nbs/80_demo/80_demo.ipynb #089ef95b
 def run_line(

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 FULL = ['ingest', 'train', 'promote', 'ingest', 'score', 'validate', 'profile', 'drift', 'train', 'evaluate', 'promote',
-        'cycle', 'score', 'cycle', 'score', 'showcase']
+        'cycle', 'score', 'cycle', 'score', 'audit', 'showcase']
 
 
 def _manifests(res: dict) -> list[dict]:
@@ -121,11 +121,36 @@ def test_demo_end_to_end(cli, tmp_path):
     assert sec['estimates']['version'] == reg.show('acs_employment', 'champion').version
     # a changed model file is refused; restored, it verifies; the audit log is intact
     assert sec['tamper']['refused'] and sec['tamper']['audit_ok'] and reg.verify('acs_employment', 'champion')
+    # personal data: found in the credit batch, left out of the model trained on it, pseudonymised before the log
+    pc = sec['privacy']
+    assert set(pc['found']) == set(pc['excluded']) == {'name', 'email', 'phone', 'card_number'}
+    assert pc['logged_rows'] == 5_000 and pc['pii_in_log'] == {} and pc['raw_keys'] == 0 and pc['files_with_raw_email'] == 0
+    credit_log = read_predictions(ws, pc['model'])
+    assert credit_log.height == 5_000 and credit_log['entity_key'].str.len_chars().min() >= 16
+    assert not set(credit_log['entity_key']) & set(batch['email'].head(5_000))
+    assert 'name' not in reg.load(pc['model'], pc['version']).features
+
+    # the fairness audit of the final champion: intervals, a verdict, the gap explained, two mitigations, stored
+    from mlwork.models.audits import model_audits
+    audit_run = by('audit')[0]
+    champion_v = reg.show('acs_employment', 'champion').version
+    stored = model_audits(ws, 'acs_employment', champion_v)
+    assert len(stored) == 1 and stored[0].verdict in ('passed', 'failed', 'undetermined') and stored[0].run_id == audit_run['run_id']
+    full_audit = json.loads((Path(audit_run['report_dir']) / audit_run['outputs']['audit']).read_text())
+    s = full_audit['summary']
+    assert {r['attribute'] for r in s['rules']} == {'SEX', 'RAC1P', 'DIS', 'SEX × RAC1P'} and s['n_boot'] == 1000
+    assert all(r['lower'] <= r['value'] <= r['upper'] for r in s['rules'] if r['value'] is not None and r['lower'] is not None)
+    assert s['mitigation']['tradeoff']['disparity_after'] < s['mitigation']['tradeoff']['disparity_before']
+    assert s['reweighing']['disparity_after'] < s['reweighing']['disparity_before'] and s['gap_features']
+    audit_doc = (Path(audit_run['report_dir']) / 'report.html').read_text()
+    for heading in ('The verdict', 'Who is affected', 'Why: which inputs drive the gap', 'Mitigation 1', 'Mitigation 2'):
+        assert heading in audit_doc
 
     doc = (folder / 'report.html').read_text()
     assert doc.lstrip().startswith('<!DOCTYPE html>') and doc.count('<svg') >= 2
     for heading in ('A credit batch with known faults', 'Validation and quarantine', 'Drift of the joint distribution',
-                    'from profiles alone', 'Time-ordered data', 'Performance without labels', 'A tampered model is refused'):
+                    'from profiles alone', 'Time-ordered data', 'Performance without labels', 'A tampered model is refused',
+                    'Personal data'):
         assert heading in doc
     # nothing fetched from the network
     assert not re.search(r'(src|href)="https?://', doc)

@@ -22,9 +22,9 @@ from mlwork.data.store import DatasetStore  # noqa: E402
 from mlwork.pipelines.context import RUN_DIR_ENV, read_records  # noqa: E402
 
 NOTEBOOKS = Path(mlwork.__file__).parent / 'pipelines' / 'notebooks'  # as shipped in the package
-PIPELINES = ('ingest', 'validate', 'profile', 'drift', 'train', 'evaluate', 'promote', 'cycle', 'tour')
-WRITERS = ('ingest', 'validate', 'profile', 'train', 'promote', 'cycle')
-SEEDED = ('drift', 'train', 'evaluate', 'promote', 'cycle')
+PIPELINES = ('ingest', 'validate', 'profile', 'drift', 'train', 'evaluate', 'promote', 'cycle', 'tour', 'audit')
+WRITERS = ('ingest', 'validate', 'profile', 'train', 'promote', 'cycle', 'audit')
+SEEDED = ('drift', 'train', 'evaluate', 'promote', 'cycle', 'audit')
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}
 MODEL = 'acs_employment'
 
@@ -210,6 +210,52 @@ def test_cycle_on_the_next_window_gates_the_challenger(ws):
     for role, version in (('champion', 1), ('challenger', 2)):
         m = reg.load(MODEL, version)
         assert np.isclose(metrics[f'roc_auc_{role}'], roc_auc_score(rows['employed'].to_numpy(), m.predict(rows.select(m.features))))
+
+
+def test_audit_stores_its_verdict_and_the_promotion_can_require_it(ws):
+    from fairlearn.metrics import MetricFrame, selection_rate
+    from mlwork.models.audits import model_audits
+    reg = ws.registry()
+    champion = reg.show(MODEL, 'champion').version
+    records, folder = ws.run('audit', n_boot=200, reweigh=False)
+    verdict = decision(records, 'fairness audit')['decision']
+    stored = model_audits(ws.ws, MODEL, champion)
+    assert [a.verdict for a in stored] == [verdict] and stored[0].data == 'acs#2'
+    # the disability gap of employment in ACS is far beyond 0.1: the default rules fail on DIS, with the whole interval
+    rules = {(r['attribute'], r['rule'], r['kind']): r for r in stored[0].summary['rules']}
+    assert verdict == 'failed' and rules[('DIS', 'demographic_parity', 'difference')]['status'] == 'failed'
+    # the per-group selection rates are those of the champion's decisions on the held-out rows (fairlearn as the oracle)
+    full = json.loads(output(records, 'audit', folder).read_text())
+    rows = ws.store.read('acs#2').join(ws.store.read('acs_labels').select('id', 'employed'), on='id').filter(pl.col('id') % 5 == 0)
+    m = reg.load(MODEL, champion)
+    yhat = (m.predict(rows.select(m.features)) >= 0.5).astype(int)
+    mf = MetricFrame(metrics=selection_rate, y_true=rows['employed'].to_numpy(), y_pred=yhat, sensitive_features=rows['RAC1P'].to_numpy())
+    got = {r['group']: r['value'] for r in full['audits']['RAC1P']['by_group'] if r['metric'] == 'selection_rate' and r['attribute'] == 'RAC1P'}
+    assert got.keys() == {f'RAC1P={g}' for g in mf.by_group.index} and all(np.isclose(got[f'RAC1P={g}'], v) for g, v in mf.by_group.items())
+    # the promotion gate, asked to, refuses a version whose latest audit failed ...
+    records, _ = ws.run('promote', candidate=str(champion), require_audit=True, dry_run=True)
+    req = decision(records, 'fairness audit required')
+    assert req['decision'] == 'refused' and "is 'failed'" in req['why']
+    # ... and lets it through once an audit with the thresholds the user set has passed (the latest counts)
+    records, _ = ws.run('audit', n_boot=200, reweigh=False, mitigate='', max_parity_difference=1.0, max_odds_difference=1.0,
+                        min_impact_ratio=0.0)
+    assert decision(records, 'fairness audit')['decision'] == 'passed' and len(model_audits(ws.ws, MODEL, champion)) == 2
+    records, _ = ws.run('promote', candidate=str(champion), require_audit=True, dry_run=True)
+    assert decision(records, 'fairness audit required')['decision'] == 'passed'
+    # a dry run audits without storing
+    ws.run('audit', n_boot=0, reweigh=False, mitigate='', dry_run=True)
+    assert len(model_audits(ws.ws, MODEL, champion)) == 2
+
+
+def test_audit_refuses_bad_parameters_and_stores_nothing(ws):
+    from mlwork.models.audits import model_audits
+    before = len(model_audits(ws.ws, MODEL))
+    for params, says in (({'model': MODEL}, 'NAME@ALIAS or NAME@VERSION'), ({'sensitive': 'SEX,NOPE'}, "['NOPE']"),
+                         ({'intersection': 'SEX'}, 'two or more')):
+        with pytest.raises(PapermillExecutionError) as e:
+            ws.run('audit', n_boot=0, reweigh=False, **params)
+        assert says in str(e.value), (params, str(e.value)[-400:])
+    assert len(model_audits(ws.ws, MODEL)) == before
 
 
 def test_drift_of_a_named_version(ws):

@@ -116,11 +116,10 @@ def _text(rec: Mapping[str, Any], name: str, row: int) -> str | None:
         return str(value)
     raise _bad(row, name, 'a string (or a number, stored as text)', value, secret=False)
 
-# %% ../../nbs/40_serve/40b_predlog.ipynb #99be321e
+# %% ../../nbs/40_serve/40b_predlog.ipynb #a7135d02
 def _pseudonym_key(ws: Workspace) -> bytes:
-    "The pseudonym key: derived from the workspace data key, bound to this purpose."
-    # The data key's bytes are not exposed publicly; derive a purpose-bound key from them.
-    return hmac.new(data_key(ws)._key, b'mlwork.serve.predlog.pseudonym', hashlib.sha256).digest()
+    "The pseudonym key: derived from the workspace data key, bound to this purpose (`DataKey.derive`)."
+    return data_key(ws).derive('mlwork.serve.predlog.pseudonym')
 
 def _canonical(v: Any) -> str:
     "The text a value is pseudonymised as: strings as they are, bools as JSON, numbers as the JSON of their float."
