@@ -20,18 +20,32 @@ from ..core import DataError, InvalidParameter, kv_html
 from ..report import html_table
 
 # %% auto #0
-__all__ = ['COUNT_METRICS', 'DISPARITIES', 'REGRESSION_METRICS', 'DEFAULT_THRESHOLDS', 'group_counts', 'metrics_from_counts',
-           'FairnessVerdict', 'FairnessAudit', 'fairness_audit']
+__all__ = ['COUNT_METRICS', 'DISPARITIES', 'REGRESSION_METRICS', 'DEFAULT_THRESHOLDS', 'require_columns', 'group_label',
+           'group_counts', 'metrics_from_counts', 'FairnessVerdict', 'FairnessAudit', 'fairness_audit']
 
-# %% ../../nbs/24_fairness/24a_metrics.ipynb #c2a471ff
-COUNT_METRICS = ('selection_rate', 'tpr', 'fpr', 'fnr', 'precision', 'accuracy')
-
-def _require_columns(frame: pl.DataFrame, columns: Sequence[str], owner: str) -> None:
+# %% ../../nbs/24_fairness/24a_metrics.ipynb #7dc66bc6
+def require_columns(
+    frame: pl.DataFrame,  # The frame
+    columns: Sequence[str],  # Columns it must have
+    owner: str,  # Who asks (named in the error)
+) -> None:
+    "`DataError` naming the missing columns and the frame's columns, when any of `columns` is missing."
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         msg = (f"{owner}: column(s) {', '.join(f'`{c}`' for c in missing)} not found; "
                f"expected among the frame's columns ({', '.join(frame.columns[:20])}{', …' if frame.width > 20 else ''})")
         raise DataError(msg)
+
+# %% ../../nbs/24_fairness/24a_metrics.ipynb #71f4f4ed
+def group_label(sensitive: Sequence[str]) -> pl.Expr:
+    "The group label of each row, 'SEX=1, RAC1P=2': how every fairness result names a group."
+    parts: list[pl.Expr] = []
+    for i, c in enumerate(sensitive):
+        parts += [pl.lit(('' if i == 0 else ', ') + f'{c}='), pl.col(c).cast(pl.String)]
+    return pl.concat_str(parts).alias('group')
+
+# %% ../../nbs/24_fairness/24a_metrics.ipynb #61b1dd40
+COUNT_METRICS = ('selection_rate', 'tpr', 'fpr', 'fnr', 'precision', 'accuracy')
 
 def _check_binary(frame: pl.DataFrame, column: str, role: str, owner: str) -> None:
     "`column` must hold 0/1 (or booleans) without nulls; probabilities get a pointer to `score=`."
@@ -63,13 +77,7 @@ def _check_sensitive(frame: pl.DataFrame, sensitive: Sequence[str], owner: str) 
                    f"frame.with_columns(pl.col('{c}').cast(pl.String).fill_null('missing'))")
             raise DataError(msg)
 
-def _group_label(sensitive: Sequence[str]) -> pl.Expr:
-    parts: list[pl.Expr] = []
-    for i, c in enumerate(sensitive):
-        parts += [pl.lit(('' if i == 0 else ', ') + f'{c}='), pl.col(c)]
-    return pl.concat_str(parts).alias('group')
-
-# %% ../../nbs/24_fairness/24a_metrics.ipynb #fa991af9
+# %% ../../nbs/24_fairness/24a_metrics.ipynb #2791ff71
 def group_counts(
     frame: pl.DataFrame,  # One row per decision
     *,
@@ -81,7 +89,7 @@ def group_counts(
     "Confusion counts per group: the sensitive columns (as strings), `group` label, n, tp, fp, tn, fn."
     owner = 'group_counts'
     sensitive = [sensitive] if isinstance(sensitive, str) else list(sensitive)
-    _require_columns(frame, [y_true, y_pred, *sensitive, *([weight] if weight else [])], owner)
+    require_columns(frame, [y_true, y_pred, *sensitive, *([weight] if weight else [])], owner)
     _check_binary(frame, y_true, 'label', owner)
     _check_binary(frame, y_pred, 'prediction', owner)
     _check_sensitive(frame, sensitive, owner)
@@ -96,7 +104,7 @@ def group_counts(
                    tn=w.filter(~t & ~p).sum(), fn=w.filter(t & ~p).sum())
               .sort(sensitive)
               .collect())
-    return counts.select(*sensitive, _group_label(sensitive), 'n', 'tp', 'fp', 'tn', 'fn')
+    return counts.select(*sensitive, group_label(sensitive), 'n', 'tp', 'fp', 'tn', 'fn')
 
 # %% ../../nbs/24_fairness/24a_metrics.ipynb #b436fc09
 def _rate(num: pl.Expr, den: pl.Expr) -> pl.Expr:
@@ -143,7 +151,7 @@ def _percentiles(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np
         lo, hi = np.nanquantile(samples, [alpha, 1 - alpha], axis=0)
     return lo, hi
 
-# %% ../../nbs/24_fairness/24a_metrics.ipynb #7d525684
+# %% ../../nbs/24_fairness/24a_metrics.ipynb #e7d1511a
 def _cells(frame: pl.DataFrame, *, y_true: str, pred: pl.Expr, sensitive: list[str], weight: str | None,
            score: str | None, bins: int) -> pl.DataFrame:
     "One row per observed (sensitive values, label, decision[, score bin]): rows, weight sum, weighted score sum."
@@ -164,7 +172,7 @@ def _attribute_sets(sensitive: list[str]) -> list[list[str]]:
 
 def _groups_of(cells: pl.DataFrame, attrs: list[str]) -> tuple[pl.DataFrame, np.ndarray]:
     "The groups of `attrs` (sorted, labelled) and the group index of every cell."
-    groups = cells.select(attrs).unique().sort(attrs).with_row_index('_g').with_columns(_group_label(attrs))
+    groups = cells.select(attrs).unique().sort(attrs).with_row_index('_g').with_columns(group_label(attrs))
     idx = cells.select(attrs).join(groups, on=attrs, how='left', maintain_order='left')['_g'].to_numpy()
     return groups.drop('_g'), idx.astype(np.int64)
 
@@ -534,7 +542,7 @@ class FairnessAudit:
         return (head + verdict + html_table(self.disparities, caption='Disparities between groups')
                 + html_table(self.by_group.drop(self.sensitive), max_rows=60, caption='Per group'))
 
-# %% ../../nbs/24_fairness/24a_metrics.ipynb #95dee792
+# %% ../../nbs/24_fairness/24a_metrics.ipynb #041002a0
 def _check_inputs(frame: pl.DataFrame, *, y_true: str, y_pred: str | None, score: str | None,
                   sensitive: list[str], weight: str | None, task: str, owner: str) -> None:
     "The bad inputs of the issue, each refused with what was wrong, what was expected and what was found."
@@ -546,7 +554,7 @@ def _check_inputs(frame: pl.DataFrame, *, y_true: str, y_pred: str | None, score
         msg = f"{owner}: give the model's decisions as y_pred= (0/1) or its probabilities as score=; found neither"
         raise InvalidParameter(msg)
     cols = [y_true, *([y_pred] if y_pred else []), *([score] if score else []), *sensitive, *([weight] if weight else [])]
-    _require_columns(frame, cols, owner)
+    require_columns(frame, cols, owner)
     if frame.height == 0:
         msg = f'{owner}: the frame must have rows (found 0)'
         raise DataError(msg)
