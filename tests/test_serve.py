@@ -282,6 +282,43 @@ def test_pii_columns_are_pseudonymised_in_the_log(ws, tmp_path):
     # (that no raw PII value reaches any file of the log is tested on the raw bytes in tests/test_predlog.py)
 
 
+def test_personal_data_a_model_was_allowed_is_hidden_in_the_log_by_default(tmp_path):
+    """A feature used by PII opt-in (recorded in the lineage) is pseudonymised in the log without any --pii; a version loaded
+    later that opts in more personal data than the running log hides is not served until a restart."""
+    import time
+    from mlwork import Registry, generate, open_workspace, train_model
+    from mlwork.serve.access import KeyStore
+    from mlwork.serve.app import ServeConfig, check_servable
+    from mlwork.serve.predlog import read_predictions
+    from mlwork import init_workspace
+    home = tmp_path / 'optin'
+    ws = init_workspace(home).workspace
+    data = generate('credit', n_rows=600, seed=5, pii=True).frame
+    reg = Registry(ws)
+    reg.publish(train_model(data, 'repaid', features=[*FEATURES[:4], 'email'], allow_pii=['email'], num_boost_round=10,
+                            early_stopping_rounds=None), 'credit', alias='champion')
+    key = KeyStore(ws).create('t', 'admin')[1]
+    plan = check_servable(ServeConfig(home=str(home), model='credit'))
+    assert plan['pii'] == ['email'] and plan['pii_mode'] == 'pseudonymise'
+    rows = data.select(*FEATURES[:4], 'email').head(30).to_dicts()
+    with Server(home, 'credit') as s:
+        h = s.headers(key)
+        for i, row in enumerate(rows):
+            assert s.client.post('/v1/predict', json={'features': row, 'id': f'e-{i}'}, headers=h).status_code == 200
+        # a challenger that also uses `phone` by opt-in: the running log does not hide it, so it is refused, not served
+        reg.publish(train_model(data, 'repaid', features=[*FEATURES[:4], 'phone'], allow_pii=['phone'], num_boost_round=10,
+                                early_stopping_rounds=None), 'credit', alias='challenger')
+        deadline = time.time() + 30
+        while time.time() < deadline and 'phone' not in json.dumps(s.client.get('/ready').json()):
+            time.sleep(0.3)
+        ready = s.client.get('/ready').json()
+        assert 'phone' in json.dumps(ready) and 'restart the service' in json.dumps(ready), ready
+        assert s.client.post('/v1/predict', json={'features': rows[0], 'key': 'k'}, headers=h).json()['arm'] == 'champion'
+    logged = read_predictions(open_workspace(home), 'credit')
+    emails = logged['features'].struct.field('email').to_list()
+    assert len(emails) == 31 and not set(emails) & set(data['email']) and all(len(e) >= 32 for e in emails)
+
+
 def test_a_port_in_use_is_a_one_line_user_error(ws, tmp_path):
     import socket
     from conftest import run_mlwork

@@ -16,7 +16,7 @@ from ..core import open_workspace
 # %% auto #0
 __all__ = ['register']
 
-# %% ../../nbs/90_cli/94d_serve.ipynb #46037966
+# %% ../../nbs/90_cli/94d_serve.ipynb #3cba3107
 def _serve(args: argparse.Namespace) -> Output:
     from mlwork.serve.app import ServeConfig, check_servable, serve
     certfile, keyfile = args.certfile, args.keyfile
@@ -35,7 +35,8 @@ def _serve(args: argparse.Namespace) -> Output:
     text = (f"serving {plan['model']} v{plan['champion']}" + (f" (challenger v{plan['challenger']})" if plan['challenger'] else '')
             + f" at {plan['url']} with {plan['workers']} worker{'s' if plan['workers'] > 1 else ''}; prediction log "
             + f"{plan['log']}; " + ('API keys required' if plan['auth'] else 'NO authentication (loopback only)')
-            + (f"; TLS certificate {certfile}" if certfile else ''))
+            + (f"; TLS certificate {certfile}" if certfile else '')
+            + (f"; personal data hidden in the log ({plan['pii_mode']}): {', '.join(plan['pii'])}" if plan['pii'] else ''))
     if args.check:
         return {**plan, 'certfile': certfile}, text
     print(text, flush=True)
