@@ -121,8 +121,8 @@ def test_round_trip_and_not_provided(built, tmp_path):
     assert paths['markdown'].read_text() == card.to_markdown() and paths['html'].read_text().startswith('<!DOCTYPE html>')
     bare = model_card(est)
     for text in (bare.to_markdown(), bare.to_html()):
-        assert text.count(NOT_PROVIDED) == 10
-    for title in ('Intended use', 'Evaluation', 'Fairness', 'Limitations', 'Ethical considerations', 'Registry'):
+        assert text.count(NOT_PROVIDED) == 11
+    for title in ('Intended use', 'Evaluation', 'Fairness', 'Fairness audits', 'Limitations', 'Ethical considerations', 'Registry'):
         assert f'## {title}\n\n_{NOT_PROVIDED}_' in bare.to_markdown()
     with pytest.raises(InvalidParameter, match='format'):
         ModelCard.from_dict({**card.to_dict(), 'format': 'other'})

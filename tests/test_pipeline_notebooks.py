@@ -212,7 +212,7 @@ def test_cycle_on_the_next_window_gates_the_challenger(ws):
         assert np.isclose(metrics[f'roc_auc_{role}'], roc_auc_score(rows['employed'].to_numpy(), m.predict(rows.select(m.features))))
 
 
-def test_audit_stores_its_verdict_and_the_promotion_can_require_it(ws):
+def test_audit_stores_its_verdict_and_the_promotion_can_require_it(ws, tmp_path):
     from fairlearn.metrics import MetricFrame, selection_rate
     from mlwork.models.audits import model_audits
     reg = ws.registry()
@@ -245,6 +245,12 @@ def test_audit_stores_its_verdict_and_the_promotion_can_require_it(ws):
     # a dry run audits without storing
     ws.run('audit', n_boot=0, reweigh=False, mitigate='', dry_run=True)
     assert len(model_audits(ws.ws, MODEL, champion)) == 2
+    # the model card lists both audits, newest first, with their reports
+    from mlwork.cli.main import main
+    assert main(['models', 'card', MODEL, str(champion), '--home', str(ws.ws.root), '--out', str(tmp_path / 'card')]) == 0
+    md = (tmp_path / 'card' / 'model_card.md').read_text()
+    section = md.split('## Fairness audits')[1].split('\n## ')[0]
+    assert section.index('| passed |') < section.index('| failed |') and section.count('report.html') == 2
 
 
 def test_audit_refuses_bad_parameters_and_stores_nothing(ws):

@@ -199,7 +199,7 @@ class ModelCard:
     def _repr_html_(self) -> str:
         return _report(self)._repr_html_()
 
-# %% ../../nbs/30_models/32_card.ipynb #b79a154f
+# %% ../../nbs/30_models/32_card.ipynb #b8b1bb8f
 def model_card(
     model: TrainedModel,  # The trained model (a fitted LGBMTrainer works too)
     *,
@@ -215,6 +215,7 @@ def model_card(
     limitations: str | None = None,  # Known weaknesses: data coverage, drift, calibration…
     ethical_considerations: str | None = None,  # Sensitive attributes, affected groups, risks and mitigations
     registry: Mapping[str, Any] | None = None,  # name, version, aliases, signature key id (plain values)
+    audits: Sequence[Mapping[str, Any]] | None = None,  # Stored fairness audits: audited, verdict, data, report (`mlwork.models.audits`)
 ) -> ModelCard:
     "A model card from the model's lineage plus the sections given; missing sections are marked 'Not provided.'"
     owner = 'model_card'
@@ -239,6 +240,7 @@ def model_card(
         comparisons=None if comparisons is None else _comparison_rows(comparisons),
         slices=None if slices is None else _rows(slices, 'slices', 'a polars DataFrame (slice_metrics) or a list of dicts'),
         fairness=None if fairness is None else _fairness_rows(fairness),
+        audits=None if audits is None else _rows(audits, 'audits', 'a list of mappings (audited, verdict, data, report)'),
         importance=None if explanation is None else _importance_rows(explanation),
         intended_use=intended_use, out_of_scope_use=out_of_scope_use, limitations=limitations,
         ethical_considerations=ethical_considerations, registry=reg)
