@@ -177,7 +177,7 @@ def environment_info() -> dict[str, Any]:
             'code': code_version(),
             'packages': package_versions(['numpy', 'polars', 'matplotlib', 'jinja2'])}
 
-# %% ../nbs/00_foundation/00_core.ipynb #bf7e5334
+# %% ../nbs/00_foundation/00_core.ipynb #7aec288f
 STORE_NAMES = ('data', 'profiles', 'models', 'predictions', 'runs', 'audit', 'reports')
 
 DEFAULT_STORES: dict[str, str] = {
@@ -220,12 +220,17 @@ device = "cpu"        # "cpu", "gpu" or "auto"
 [security]
 trusted_keys = []     # signing key ids ("ed25519:…") this workspace accepts; `mlwork keys trust|revoke` edit it
 signing_key = ""      # a private key file kept outside the workspace (production); "" = keys/signing.key here
+
+# [cost]              # prices that turn compute seconds into money in monitoring runs (default 0: no prices)
+# cpu_hour = 0.05     # per CPU-hour
+# gpu_hour = 2.5      # per GPU-hour
+# currency = "USD"
 '''
 
 LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')
 LOG_FORMATS = ('text', 'json')
 
-# %% ../nbs/00_foundation/00_core.ipynb #354cdf2e
+# %% ../nbs/00_foundation/00_core.ipynb #d8073cd9
 @dataclass(frozen=True)
 class WorkspaceConfig:
     "A validated `mlwork.toml`."
@@ -238,12 +243,15 @@ class WorkspaceConfig:
     device: str = 'cpu'
     trusted_keys: tuple[str, ...] = ()  # pinned signing key ids (see mlwork.security.trusted_key_ids)
     signing_key: str = ''  # path of a private key held outside the workspace; '' = the workspace's own key
+    cpu_hour: float = 0.0  # [cost] price of a CPU-hour (mlwork.monitor.cost)
+    gpu_hour: float = 0.0  # [cost] price of a GPU-hour
+    currency: str = 'USD'  # [cost] what the prices are in
 
     def to_dict(self) -> dict[str, Any]:
         "The settings as a JSON-ready dict."
         return asdict(self)
 
-# %% ../nbs/00_foundation/00_core.ipynb #c9f06630
+# %% ../nbs/00_foundation/00_core.ipynb #6ffc28a6
 _SCHEMA: dict[str, dict[str, tuple[str, type, tuple | None]]] = {
     # section -> key -> (WorkspaceConfig field, type, allowed values)
     'workspace': {'name': ('name', str, None)},
@@ -253,6 +261,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type, tuple | None]]] = {
                 'scheduler': ('dask_scheduler', str, None),
                 'device': ('device', str, ('cpu', 'gpu', 'auto'))},
     'security': {'trusted_keys': ('trusted_keys', list, None), 'signing_key': ('signing_key', str, None)},
+    'cost': {'cpu_hour': ('cpu_hour', float, None), 'gpu_hour': ('gpu_hour', float, None), 'currency': ('currency', str, None)},
 }
 _KEY_ID = re.compile(r'ed25519:[0-9a-f]{16}')
 
@@ -290,6 +299,11 @@ def parse_config(
                        f"Expected one of: {', '.join(_SCHEMA[section])}.")
                 raise ConfigError(msg)
             attr, typ, allowed = _SCHEMA[section][key]
+            if typ is float and isinstance(val, int) and not isinstance(val, bool):
+                val = float(val)  # `cpu_hour = 1` means 1.0
+            if typ is float and isinstance(val, float) and val < 0:
+                msg = f"{source}: [{section}] {key} must be a price of 0 or more. Found {val!r}."
+                raise ConfigError(msg)
             if not isinstance(val, typ):
                 msg = f"{source}: [{section}] {key} must be a {typ.__name__}. Found {type(val).__name__} {val!r}."
                 raise ConfigError(msg)

@@ -115,7 +115,13 @@ def _document(title: str, subtitle: str | None, meta: Mapping[str, Any], blocks:
         blocks=[jinja2.utils.markupsafe.Markup(b) for b in blocks], version=mlwork.__version__,
         created=f'{utc_now():%Y-%m-%d %H:%M:%S} UTC', footer=footer)
 
-# %% ../nbs/00_foundation/03_report.ipynb #b6545e01
+# %% ../nbs/00_foundation/03_report.ipynb #aaab66f9
+_INLINE_STYLE = ('<style>.mlw-report .tiles{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0 16px}'
+                 '.mlw-report .tile{border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;min-width:150px;background:#f6f8fa}'
+                 '.mlw-report .tile .v{font-size:22px;font-weight:600}.mlw-report .tile .k{color:#57606a;font-size:12px}'
+                 '.mlw-report .tile.ok .v{color:#1a7f37}.mlw-report .tile.warn .v{color:#9a6700}'
+                 '.mlw-report .tile.bad .v{color:#cf222e}</style>')  # the tiles' look when a report shows inside a notebook
+
 class Report:
     "An HTML report built block by block; every method returns the report, so calls chain."
     def __init__(
@@ -182,7 +188,7 @@ class Report:
         return atomic_write(path, self.to_html()).resolve()
 
     def _repr_html_(self) -> str:
-        return f'<div><h3>{html.escape(self.title)}</h3>' + ''.join(self.blocks) + '</div>'
+        return f'<div class="mlw-report">{_INLINE_STYLE}<h3>{html.escape(self.title)}</h3>' + ''.join(self.blocks) + '</div>'
 
 # %% ../nbs/00_foundation/03_report.ipynb #19117ad8
 def _short_dtype(t: pl.DataType) -> str:

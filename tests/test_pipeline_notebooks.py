@@ -22,9 +22,9 @@ from mlwork.data.store import DatasetStore  # noqa: E402
 from mlwork.pipelines.context import RUN_DIR_ENV, read_records  # noqa: E402
 
 NOTEBOOKS = Path(mlwork.__file__).parent / 'pipelines' / 'notebooks'  # as shipped in the package
-PIPELINES = ('ingest', 'validate', 'profile', 'drift', 'train', 'evaluate', 'promote', 'cycle', 'tour', 'audit')
-WRITERS = ('ingest', 'validate', 'profile', 'train', 'promote', 'cycle', 'audit')
-SEEDED = ('drift', 'train', 'evaluate', 'promote', 'cycle', 'audit')
+PIPELINES = ('ingest', 'validate', 'profile', 'drift', 'train', 'evaluate', 'promote', 'cycle', 'tour', 'audit', 'monitor', 'retrain')
+WRITERS = ('ingest', 'validate', 'profile', 'train', 'promote', 'cycle', 'audit', 'monitor', 'retrain')
+SEEDED = ('drift', 'train', 'evaluate', 'promote', 'cycle', 'audit', 'monitor', 'retrain')
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}
 MODEL = 'acs_employment'
 
