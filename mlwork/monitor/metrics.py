@@ -417,7 +417,17 @@ def _log_features(lf: pl.LazyFrame, features: Sequence[str] | None) -> list[str]
         raise InvalidParameter(msg)
     return list(features)
 
-# %% ../../nbs/44_monitor/44a_metrics.ipynb #bcf1dfc8
+# %% ../../nbs/44_monitor/44a_metrics.ipynb #9f01f415
+def _card_data_ref(ws: Workspace, model: str, version: int) -> str | None:
+    "The dataset version a model was trained on as its registered card names it (pipelines train on joined frames)."
+    from mlwork.models.registry import Registry
+    try:
+        card = Registry(ws).card(model, int(version)) or {}
+    except Exception:  # no card: no reference from it
+        return None
+    refs = [d.get('ref') for d in card.get('datasets') or [] if d.get('role') in ('data', 'features') and d.get('ref')]
+    return str(refs[0]) if refs else None
+
 def _reference_frame(ws: Workspace, models: _Models, version: int, reference: str | pl.DataFrame | None,
                      cache: dict[str, pl.DataFrame], notes: list[str]) -> tuple[pl.DataFrame | None, str]:
     "The reference frame of one version and its description (None with a note when there is none)."
@@ -428,10 +438,10 @@ def _reference_frame(ws: Workspace, models: _Models, version: int, reference: st
         m = models.get(version)
         if m is None:
             return None, ''
-        ref = m.lineage.data.get('ref')
+        ref = m.lineage.data.get('ref') or _card_data_ref(ws, models.model, version)
         if not ref:
-            notes.append(f'version {version}: trained on an in-memory frame, so there is no training data to compare '
-                         f'with; drift and attribution skipped (pass reference=).')
+            notes.append(f'version {version}: trained on an in-memory frame that neither its lineage nor its model card '
+                         f'names, so there is no training data to compare with; drift and attribution skipped (pass reference=).')
             return None, ''
     elif not isinstance(ref, str):
         msg = (f"The 'reference' parameter of monitor_run must be None, a polars DataFrame or a dataset reference "
