@@ -11,8 +11,9 @@ by the code that needs them. Subpackages, by layer (a module imports only from i
 - drift, fairness and evaluation (20-29): ``mlwork.drift`` (kernels, univariate, power, multivariate, windows, profiles,
   alibi, estimate, report), ``mlwork.fairness`` (metrics, mitigation, explain), ``mlwork.evaluation`` (metrics, explain)
 - models (30-39): ``mlwork.models`` (train, artifacts, tracking, registry, card, audits)
-- serving (40-49): ``mlwork.serve`` (access, predlog, scoring, app, client)
-- production runs and deployment (50-59): ``mlwork.pipelines`` (context, params, steps, runs, html, index), ``mlwork.schedule``
+- serving and monitoring (40-49): ``mlwork.serve`` (access, predlog, scoring, app, client), ``mlwork.monitor`` (metrics,
+  cost, report, check), ``mlwork.alerts`` (detectors, rules, notify)
+- production runs and deployment (50-59): ``mlwork.pipelines`` (context, params, steps, runs, html, index, retrain), ``mlwork.schedule``
   (files, serve), ``mlwork.deploy``
 - panels (60-69): ``mlwork.ui``; the demo (80) and the command line (90): ``mlwork.demo``, ``mlwork.cli``
 
@@ -71,6 +72,15 @@ _API: dict[str, str] = {
     **dict.fromkeys(['ServeConfig', 'create_app'], '.serve.app'),
     **dict.fromkeys(['ServiceClient', 'local_service'], '.serve.client'),
     **dict.fromkeys(['deploy_files', 'deploy_plan', 'DeployPlan'], '.deploy'),
+    # monitoring and alerts
+    **dict.fromkeys(['monitor_run', 'MonitorRun', 'read_metrics'], '.monitor.metrics'),
+    **dict.fromkeys(['monitor_check', 'MonitorCheck'], '.monitor.check'),
+    **dict.fromkeys(['monitor_report'], '.monitor.report'),
+    **dict.fromkeys(['Prices', 'cost_rows'], '.monitor.cost'),
+    **dict.fromkeys(['Cusum', 'PageHinkley'], '.alerts.detectors'),
+    **dict.fromkeys(['AlertRules', 'IncidentStore', 'evaluate_rules'], '.alerts.rules'),
+    **dict.fromkeys(['notify', 'WebhookNotifier', 'EmailNotifier', 'FileNotifier'], '.alerts.notify'),
+    **dict.fromkeys(['RetrainPolicy', 'retrain_decision', 'canary_verdict'], '.pipelines.retrain'),
     # production runs
     **dict.fromkeys(['run_pipeline', 'run_over', 'rerun', 'list_runs', 'RunResult', 'RerunResult', 'BatchResult'], '.pipelines.runs'),
     **dict.fromkeys(['find_pipeline', 'list_pipelines', 'Pipeline'], '.pipelines.params'),
@@ -80,6 +90,7 @@ _API: dict[str, str] = {
     # panels and the demo
     **dict.fromkeys(['DriftPanel'], '.ui.panels'),
     **dict.fromkeys(['FairnessPanel'], '.ui.fairness'),
+    **dict.fromkeys(['MonitorPanel'], '.ui.monitor'),
     **dict.fromkeys(['run_demo'], '.demo'),
 }
 
@@ -102,6 +113,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time the names load lazily
+    from .alerts.detectors import Cusum, PageHinkley
+    from .alerts.notify import EmailNotifier, FileNotifier, WebhookNotifier, notify
+    from .alerts.rules import AlertRules, IncidentStore, evaluate_rules
     from .audit import Anchor, AuditLog
     from .core import (ConfigError, ConflictError, ContractViolation, DataError, InvalidParameter, MlworkError,
                        NotFittedError, NotFound, PermissionDenied, SignatureError, Workspace, get_logger, init_workspace,
@@ -133,7 +147,12 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names l
     from .deploy import DeployPlan, deploy_files, deploy_plan
     from .pipelines.html import notebook_html
     from .pipelines.index import write_index
+    from .monitor.check import MonitorCheck, monitor_check
+    from .monitor.cost import Prices, cost_rows
+    from .monitor.metrics import MonitorRun, monitor_run, read_metrics
+    from .monitor.report import monitor_report
     from .pipelines.params import Pipeline, find_pipeline, list_pipelines
+    from .pipelines.retrain import RetrainPolicy, canary_verdict, retrain_decision
     from .pipelines.runs import BatchResult, RerunResult, RunResult, list_runs, rerun, run_over, run_pipeline
     from .privacy import KAnonymity, PiiPolicy, PiiScan, PseudonymKey, apply_policy, k_anonymity, scan_pii
     from .report import Report
@@ -146,4 +165,5 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names l
     from .series import Change, SeriesData, generate_series
     from .synthetic import SyntheticData, generate
     from .ui.fairness import FairnessPanel
+    from .ui.monitor import MonitorPanel
     from .ui.panels import DriftPanel

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 FULL = ['ingest', 'train', 'promote', 'ingest', 'score', 'validate', 'profile', 'drift', 'train', 'evaluate', 'promote',
-        'cycle', 'score', 'cycle', 'score', 'audit', 'showcase']
+        'cycle', 'score', 'cycle', 'score', 'monitor', 'audit', 'showcase']
 
 
 def _manifests(res: dict) -> list[dict]:
@@ -129,6 +129,19 @@ def test_demo_end_to_end(cli, tmp_path):
     assert credit_log.height == 5_000 and credit_log['entity_key'].str.len_chars().min() >= 16
     assert not set(credit_log['entity_key']) & set(batch['email'].head(5_000))
     assert 'name' not in reg.load(pc['model'], pc['version']).features
+
+    # monitoring: the metric table holds every served version's performance and drift; the alert rule was evaluated and
+    # every incident it opened reached the webhook receiver the demo started
+    from mlwork.monitor.metrics import read_metrics
+    mon = by('monitor')[0]
+    metrics = read_metrics(ws, 'acs_employment')
+    served = set(logged['version'])
+    assert set(metrics.filter(pl.col('kind') == 'performance')['version']) == served
+    assert set(metrics.filter(pl.col('kind') == 'drift')['version']) == served and 'cost' in set(metrics['kind'])
+    fired = {d['why'] for d in mon['decisions'] if d['what'] == 'alert inputs-moved' and d['decision'] == 'firing'}
+    assert any(d['what'] == 'monitoring' for d in mon['decisions'])
+    received = [json.loads(line) for line in Path(res['alerts']).read_text().splitlines()] if res['alerts'] else []
+    assert {r['text'] for r in received} == fired and all(r['alert']['rule'] == 'inputs-moved' for r in received)
 
     # the fairness audit of the final champion: intervals, a verdict, the gap explained, two mitigations, stored
     from mlwork.models.audits import model_audits
