@@ -32,8 +32,8 @@ from .pipelines.context import output_dir, record_decision, record_input, record
 from .synthetic import Drift, SyntheticData, generate
 
 # %% auto #0
-__all__ = ['log', 'DEMO_USER', 'SCORE', 'DEMO_RULES', 'DEMO_CREDIT_KNOBS', 'DEMO_ROW_CHECKS_WARN', 'DemoStep', 'demo_steps',
-           'run_line', 'DemoResult', 'start_demo', 'alert_receiver', 'run_demo', 'Showcase', 'Section',
+__all__ = ['log', 'DEMO_USER', 'SCORE', 'MONITOR', 'DEMO_RULES', 'DEMO_CREDIT_KNOBS', 'DEMO_ROW_CHECKS_WARN', 'DemoStep',
+           'demo_steps', 'run_line', 'DemoResult', 'start_demo', 'alert_receiver', 'run_demo', 'Showcase', 'Section',
            'start_showcase', 'credit_batch', 'quarantine_recall', 'validate_credit', 'joint_drift', 'credit_drift',
            'time_ordered_drift', 'estimate_performance', 'tamper_check', 'privacy_check', 'finish_showcase']
 
@@ -46,7 +46,7 @@ def _read(store: DatasetStore, name: str, version: int | None = None) -> pl.Data
     frame = store.read(name, version=version)
     return frame if isinstance(frame, pl.DataFrame) else frame.collect()
 
-# %% ../nbs/80_demo/80_demo.ipynb #f4c82520
+# %% ../nbs/80_demo/80_demo.ipynb #cff10a1e
 @dataclass
 class DemoStep:
     "One run of the demo: a built-in pipeline, its parameters (beyond `home` and `seed`), and what it shows."
@@ -54,7 +54,8 @@ class DemoStep:
     parameters: dict[str, Any] = field(default_factory=dict)
     why: str = ''
 
-SCORE = {'labels': 'acs_labels@latest'}  # the score pipeline's parameters in the demo: the window's labels come back as feedback
+SCORE = {'labels': 'acs_labels@latest', 'shuffle': True}  # the score pipeline's parameters in the demo: rows in random order, as live traffic, the labels back as feedback
+MONITOR = {'window': '20000 rows'}  # the monitor's windows: blocks of 20,000 predictions per version and arm, so each year is a few points
 
 def demo_steps(
     quick: bool = False,  # Only ingest 2015, train, promote, score and one cycle (2016): a first look
@@ -76,8 +77,11 @@ def demo_steps(
         DemoStep('evaluate', {}, 'challenger against champion, paired interval'),
         DemoStep('promote', {}, 'through the promotion gate'),
         DemoStep('cycle', {'year': 2017}, 'the whole loop for 2017'), DemoStep('score', SCORE, 'the 2017 window through the service'),
-        DemoStep('cycle', {'year': 2018}, 'the whole loop for 2018'), DemoStep('score', SCORE, 'the 2018 window through the service'),
-        DemoStep('monitor', {}, 'the prediction log: performance, drift, latency, cost; the alert rules, a webhook'),
+        DemoStep('ingest', {'year': 2018}, '2018 arrives'),
+        DemoStep('score', SCORE, 'the 2018 window through the service, by the champion trained up to 2017'),
+        DemoStep('monitor', MONITOR, 'the prediction log: performance, drift, latency, cost; the drift alert fires to a webhook'),
+        DemoStep('retrain', {'percent': 30.0}, "the alert's answer: a challenger on 2018, its paired gate, a 30 % canary, promotion"),
+        DemoStep('monitor', MONITOR, 'after the retrain: the version that took over is judged and the incident resolves'),
         DemoStep('audit', {}, 'fairness audit of the champion by SEX, RAC1P, DIS: intervals, why, mitigations'),
         DemoStep('showcase', {'rows': rows, 'seed': seed}, 'faults, joint / profile / time-ordered drift, label-free estimates, tampering, personal data')]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 FULL = ['ingest', 'train', 'promote', 'ingest', 'score', 'validate', 'profile', 'drift', 'train', 'evaluate', 'promote',
-        'cycle', 'score', 'cycle', 'score', 'monitor', 'audit', 'showcase']
+        'cycle', 'score', 'ingest', 'score', 'monitor', 'retrain', 'monitor', 'audit', 'showcase']
 
 
 def _manifests(res: dict) -> list[dict]:
@@ -39,13 +39,15 @@ def test_demo_end_to_end(cli, tmp_path):
 
     # logs on stderr are JSON lines, one object each (what a log collector reads)
     lines = [line for line in r.err.splitlines() if line.strip()]
+    not_json = [line for line in lines if not line.startswith('{')]
+    assert not not_json, f'lines on stderr that are not JSON: {not_json[:5]}'
     logs = [json.loads(line) for line in lines]
     assert any(l['msg'] == 'demo finished' for l in logs) and all(l['logger'].startswith('mlwork') for l in logs)
 
     mans = _manifests(res)
     by = lambda name: [m for m in mans if m['pipeline']['name'] == name]
     assert all(m['status'] == 'succeeded' and m['parameters']['home'] == str(Path(res['workspace']).resolve()) for m in mans)
-    assert [m['parameters']['year'] for m in by('ingest')] == [2015, 2016] and [m['parameters']['year'] for m in by('cycle')] == [2017, 2018]
+    assert [m['parameters']['year'] for m in by('ingest')] == [2015, 2016, 2018] and [m['parameters']['year'] for m in by('cycle')] == [2017]
     assert all(m['parameters']['seed'] == 3 for m in mans if 'seed' in m['parameters'])
 
     # data: the four ACS years are versions, features and labels apart, each window the rows it added
@@ -57,14 +59,14 @@ def test_demo_end_to_end(cli, tmp_path):
     store = DatasetStore.from_workspace(ws)
     assert store.version('acs') == 3 and store.version('acs_labels') == 3
     assert [store.read('acs', version=0).height] + [store.read(f'acs#{v}').height for v in (1, 2, 3)] == [68_785, 69_126, 69_635, 70_131]
-    assert [m['metrics']['rows'] for m in by('ingest')] == [68_785, 69_126]
+    assert [m['metrics']['rows'] for m in by('ingest')] == [68_785, 69_126, 70_131]
     assert by('validate')[0]['inputs'][0]['version'] == 1 and by('validate')[0]['metrics']['valid_rows'] == 69_126
     for m in by('profile') + by('cycle'):      # the profiles the runs stored
         assert Profile.load(m['outputs']['profile']).n_rows > 0
     # drift: 2016 against 2015 in the drift run, and each later year in its cycle
     assert by('drift')[0]['metrics']['columns_changed'] > 0 and all(m['metrics']['columns_changed'] > 0 for m in by('cycle'))
 
-    # models: one registered version per train and cycle; the champion is where the last alias move put it
+    # models: one registered version per train, cycle and retrain; the champion is where the last alias move put it
     reg = Registry(ws)
     written = [w['version'] for m in mans for w in m['models']['written']]
     assert written == [1, 2, 3, 4] and reg.show('acs_employment', 4).version == 4
@@ -82,7 +84,9 @@ def test_demo_end_to_end(cli, tmp_path):
     assert all(0 < m['metrics']['feedback_sent'] <= m['metrics']['rows'] for m in scores)
     logged = read_predictions(ws, 'acs_employment')
     assert logged.height >= 69_126 + 69_635 + 70_131 and logged['request_id'].n_unique() == logged.height
-    assert read_feedback(ws, 'acs_employment').height == sum(m['metrics']['feedback_sent'] for m in scores)
+    canary = by('retrain')[0]['metrics']
+    assert logged.height == sum(m['metrics']['rows'] for m in scores) + canary['canary_rows']
+    assert read_feedback(ws, 'acs_employment').height == sum(m['metrics']['feedback_sent'] for m in scores) + canary['canary_feedback']
 
     # the showcase: the credit batch, its validation scored against the truth, drift, estimates, tampering
     show = by('showcase')[0]
@@ -130,18 +134,32 @@ def test_demo_end_to_end(cli, tmp_path):
     assert not set(credit_log['entity_key']) & set(batch['email'].head(5_000))
     assert 'name' not in reg.load(pc['model'], pc['version']).features
 
-    # monitoring: the metric table holds every served version's performance and drift; the alert rule was evaluated and
-    # every incident it opened reached the webhook receiver the demo started
+    # monitoring: the metric table holds every served version's performance and drift; the first monitor run saw the
+    # 2018 traffic of the champion trained up to 2017 and fired; the retrain answered the open drift incident (gate,
+    # a 30 % canary through the service, promotion: all in the index); the second run judged the version that took
+    # over and the incident resolved; the webhook receiver the demo started got both messages, in order
     from mlwork.monitor.metrics import read_metrics
-    mon = by('monitor')[0]
+    first, second = by('monitor')
     metrics = read_metrics(ws, 'acs_employment')
     served = set(logged['version'])
-    assert set(metrics.filter(pl.col('kind') == 'performance')['version']) == served
+    assert served == {1, 3, 4} and set(metrics.filter(pl.col('kind') == 'performance')['version']) == served
     assert set(metrics.filter(pl.col('kind') == 'drift')['version']) == served and 'cost' in set(metrics['kind'])
-    fired = {d['why'] for d in mon['decisions'] if d['what'] == 'alert inputs-moved' and d['decision'] == 'firing'}
-    assert any(d['what'] == 'monitoring' for d in mon['decisions'])
-    received = [json.loads(line) for line in Path(res['alerts']).read_text().splitlines()] if res['alerts'] else []
-    assert {r['text'] for r in received} == fired and all(r['alert']['rule'] == 'inputs-moved' for r in received)
+    assert set(metrics['window'].drop_nulls().str.slice(0, 5)) == {'rows '}  # the demo's windows: 20,000 predictions
+    alerts = lambda m: [(d['decision'], d['why']) for d in m['decisions'] if d['what'] == 'alert inputs-moved']
+    (fired, why_fired), = alerts(first)
+    assert fired == 'firing' and '(version 3, arm champion)' in why_fired
+    decisions = {d['what']: d for d in by('retrain')[0]['decisions']}
+    assert decisions['decide']['decision'] == 'retrain' and '1 open drift incident(s) (inputs-moved)' in decisions['decide']['why']
+    assert decisions['canary']['decision'] == 'ended' and decisions['promotion']['decision'] == 'promoted'
+    assert 'rollout canary at 30 %' in next(d['why'] for d in by('retrain')[0]['decisions'] if d['decision'] == 'started')
+    assert reg.show('acs_employment', 'champion').version == 4 and by('retrain')[0]['metrics']['champion_version'] == 4
+    (resolved, why_resolved), = alerts(second)
+    assert resolved == 'resolved' and 'version 4' in why_resolved and 'version 3, on which it opened, no longer serves' in why_resolved
+    received = [json.loads(line) for line in Path(res['alerts']).read_text().splitlines()]
+    assert [(r['alert']['status'], r['text']) for r in received] == [('firing', why_fired), ('resolved', why_resolved)]
+    assert received[0]['alert']['incident_id'] == received[1]['alert']['incident_id']
+    index_doc = Path(res['index']).read_text()
+    assert all(w in index_doc for w in ('rollout canary at 30 %', 'canary verdict', 'champion 3 → 4', 'inputs-moved resolved'))
 
     # the fairness audit of the final champion: intervals, a verdict, the gap explained, two mitigations, stored
     from mlwork.models.audits import model_audits

@@ -204,7 +204,14 @@ def _unknown(pipeline: Pipeline, name: str) -> InvalidParameter:
            f"{', '.join(pipeline.parameters) or '(it has none)'}.{hint}")
     return InvalidParameter(msg)
 
-# %% ../../nbs/50_pipelines/50b_params.ipynb #4bf84449
+# %% ../../nbs/50_pipelines/50b_params.ipynb #fbbf6ac7
+def _absolute_file(value: Any) -> Any:
+    "A relative path to an existing file, made absolute from the current folder; any other value unchanged."
+    if not isinstance(value, str) or not value or '@' in value or Path(value).is_absolute():
+        return value
+    p = Path(value).expanduser()
+    return str(p.resolve()) if p.is_file() else value
+
 def resolve_params(
     pipeline: Pipeline,  # The pipeline to run
     texts: list[tuple[str, str]] | None = None,  # (name, value as typed) pairs from `-p NAME VALUE`
@@ -226,7 +233,7 @@ def resolve_params(
         if name not in given and p.required:
             msg = f"Pipeline {pipeline.name!r} needs parameter {name!r} ({p.help}). Pass it with -p {name} VALUE."
             raise InvalidParameter(msg)
-        out[name] = given.get(name, p.default)
+        out[name] = _absolute_file(given[name]) if name in given else p.default
         if p.secret:
             _check_secret(p, out[name])
     return out

@@ -26,10 +26,10 @@ from .context import OUTPUTS_DIR, RUN_DIR_ENV, read_records
 from .params import Pipeline, find_pipeline, import_papermill, resolve_params
 
 # %% auto #0
-__all__ = ['MANIFEST', 'MANIFEST_SCHEMA', 'NOTEBOOK', 'REPORT', 'LOCKS', 'STATUSES', 'RUN_PACKAGES', 'log', 'new_run_id',
-           'pipeline_lock', 'write_manifest', 'fold_records', 'ipc_kernel_manager', 'RunResult', 'read_manifest',
-           'list_runs', 'find_run', 'refresh_index', 'run_pipeline', 'rerun_values', 'compare_runs', 'RerunResult',
-           'rerun', 'BatchResult', 'run_over']
+__all__ = ['MANIFEST', 'MANIFEST_SCHEMA', 'NOTEBOOK', 'REPORT', 'LOCKS', 'STATUSES', 'RUN_PACKAGES', 'log', 'KERNEL_LOG',
+           'new_run_id', 'pipeline_lock', 'write_manifest', 'fold_records', 'ipc_kernel_manager', 'RunResult',
+           'read_manifest', 'list_runs', 'find_run', 'refresh_index', 'run_pipeline', 'rerun_values', 'compare_runs',
+           'RerunResult', 'rerun', 'BatchResult', 'run_over']
 
 # %% ../../nbs/50_pipelines/50c_runs.ipynb #88b8fc82
 MANIFEST = 'manifest.json'
@@ -141,7 +141,7 @@ def _mask(paths: list[Path], values: list[str]) -> int:
         atomic_write(p, text)
     return found
 
-# %% ../../nbs/50_pipelines/50c_runs.ipynb #b20b3421
+# %% ../../nbs/50_pipelines/50c_runs.ipynb #2aa7f8cc
 _ENV_LOCK = threading.Lock()
 
 @contextlib.contextmanager
@@ -156,13 +156,25 @@ def _kernel_env(values: Mapping[str, str]) -> Iterator[None]:
             for k, v in old.items():
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
+KERNEL_LOG = 'kernel.log'  # In the run folder: what the kernel process itself wrote (C libraries, the kernel's own warnings)
+
 @functools.lru_cache(maxsize=1)
 def ipc_kernel_manager() -> type:
-    "A Jupyter kernel manager on IPC sockets (files only this user can open), not TCP ports on localhost without encryption."
+    "A Jupyter kernel manager on IPC sockets (files only this user can open), its own output in the run's `kernel.log`."
+    import subprocess
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import CaselessStrEnum
     class IpcKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(['tcp', 'ipc'], default_value='ipc')
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            # the cells' output goes to the notebook; what the process writes to its file descriptors (a C library's
+            # warnings, the kernel's own) would land on `mlwork run`'s streams, in the middle of its JSON output and logs
+            run = os.environ.get(RUN_DIR_ENV)
+            if not run or {'stdout', 'stderr'} & set(kw):
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            with open(Path(run) / KERNEL_LOG, 'ab') as out:  # the kernel keeps its own copy of the descriptor
+                return await super()._async_launch_kernel(kernel_cmd, **kw, stdout=out, stderr=subprocess.STDOUT)
     return IpcKernelManager
 
 # %% ../../nbs/50_pipelines/50c_runs.ipynb #04e2ce02
