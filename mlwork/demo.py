@@ -46,7 +46,7 @@ def _read(store: DatasetStore, name: str, version: int | None = None) -> pl.Data
     frame = store.read(name, version=version)
     return frame if isinstance(frame, pl.DataFrame) else frame.collect()
 
-# %% ../nbs/80_demo/80_demo.ipynb #cff10a1e
+# %% ../nbs/80_demo/80_demo.ipynb #d458e056
 @dataclass
 class DemoStep:
     "One run of the demo: a built-in pipeline, its parameters (beyond `home` and `seed`), and what it shows."
@@ -55,7 +55,7 @@ class DemoStep:
     why: str = ''
 
 SCORE = {'labels': 'acs_labels@latest', 'shuffle': True}  # the score pipeline's parameters in the demo: rows in random order, as live traffic, the labels back as feedback
-MONITOR = {'window': '20000 rows'}  # the monitor's windows: blocks of 20,000 predictions per version and arm, so each year is a few points
+MONITOR = {'window': '35000 rows'}  # the monitor's windows: blocks of 35,000 predictions per version and arm, about half a year each
 
 def demo_steps(
     quick: bool = False,  # Only ingest 2015, train, promote, score and one cycle (2016): a first look
