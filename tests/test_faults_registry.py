@@ -1,5 +1,5 @@
 """Fault injection for the model registry: a real process SIGKILLed at every named step of register, promote,
-rollback and delete (`MLWORK_KILL_AT`, the test hook of `mlwork.models.tracking.kill_point`); the next open, or
+rollback, unset_alias and delete (`MLWORK_KILL_AT`, the test hook of `mlwork.models.tracking.kill_point`); the next open, or
 `repair`, leaves registry and audit log agreeing, no ready version unaudited or removed, nothing left behind."""
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ _SERVER = textwrap.dedent('''
             reg.promote('credit', 3, reason='killed')
         elif op == 'rollback':
             reg.rollback('credit', reason='killed')
+        elif op == 'unset_alias':
+            reg.unset_alias('credit', 'challenger', reason='killed')
         elif op == 'delete':
             reg.delete('credit', 1, reason='killed')
 
@@ -121,6 +123,7 @@ _BEFORE = (2, 3, [1, 2, 3], [1, 2])
 _EXPECTED = {
     'promote': lambda step: (3, None, [1, 2, 3], [1, 2, 3]) if step in ('promote.audited', 'promote.done') else _BEFORE,
     'rollback': lambda step: (1, 3, [1, 2, 3], [1]) if step in ('rollback.audited', 'rollback.done') else _BEFORE,
+    'unset_alias': lambda step: (2, None, [1, 2, 3], [1, 2]) if step in ('unset_alias.audited', 'unset_alias.done') else _BEFORE,
     'delete': lambda step: (2, 3, [2, 3], [2]) if step != 'delete.intent' else _BEFORE,
     'register': lambda step: (2, 3, [1, 2, 3, 4] if step in ('register.ready', 'register.audited', 'register.marked',
                                                              'register.finished') else [1, 2, 3], [1, 2]),
@@ -146,9 +149,12 @@ def test_sigkill_at_every_step_is_reconciled_by_the_next_open(server, base, tmp_
         recovered = [json.loads(w) for w in reg.audit.entries()['what']]
         if step == 'register.ready':                                      # killed between `ready` and its entry: recovered
             assert recovered[-1]['recovered'] is True and recovered[-1]['version'] == 4
-        if op in ('promote', 'rollback') and step in (f'{op}.alias', f'{op}.history'):
-            assert recovered[-1] == {'model': 'credit', 'undone': op, 'recovered': True,
-                                     **({'version': 3, 'alias': 'champion'} if op == 'promote' else {'alias': 'champion', 'to_version': 1})}
+        if op in ('promote', 'rollback', 'unset_alias') and step in (f'{op}.alias', f'{op}.history'):
+            match = {'promote': {'version': 3, 'alias': 'champion'}, 'rollback': {'alias': 'champion', 'to_version': 1},
+                     'unset_alias': {'alias': 'challenger'}}[op]
+            assert recovered[-1] == {'model': 'credit', 'undone': op, 'recovered': True, **match}
+        if op == 'unset_alias':                                           # the challenger history moves with the alias
+            assert reg.history('credit', 'challenger') == ([] if _state(reg)[1] is None else [3]), step
         ready = _state(reg)[2]
         done = reg.repair(older_than=0, reason='after a crash', user='ops')   # what is left: pending versions, orphan runs
         assert done.differences == [] and _state(reg)[2] == ready, step       # repair never removes a ready version

@@ -346,3 +346,13 @@ def test_retrain_pipeline_end_to_end(acs, monkeypatch):
     both = log.filter(pl.col('version').is_in([1, 4])).group_by('entity_key').agg(pl.col('arm').n_unique().alias('arms'))
     assert both['arms'].max() == 1
     assert 'the retrain of acs_employment, step by step' in run.report.read_text()
+
+    # a failure where the challenger alias had no holder (the promotion took it away): the alias is unset again
+    dec, _, err = _run(acs, 'fail-again', force=True, canary_labels='no_such_labels@latest')
+    assert err is not None and dec['train']['decision'] == 'registered' and 'version 5' in dec['train']['why']
+    # (the canary step put the rollout back itself; restore_serving takes the alias away)
+    assert dec['canary']['decision'] == 'failed' and dec['canary']['why'].endswith('restored: challenger 5 → none (unset)')
+    assert 'no_such_labels' in dec['canary']['why']
+    assert _state(acs) == after and acs['reg'].history('acs_employment', 'challenger') == [2, 4]
+    from mlwork.models.registry import compare_states, registry_state, replay_audit
+    assert compare_states(registry_state(acs['reg']), replay_audit(acs['reg'].audit)) == []  # every change audited

@@ -174,7 +174,7 @@ def add_list_show_compare(sub: Any) -> None:
     x.add_argument('name', metavar='NAME'); x.add_argument('a', metavar='A', nargs='?', default='champion', help='default: champion')
     x.add_argument('b', metavar='B', nargs='?', default='challenger', help='default: challenger')
 
-# %% ../../nbs/90_cli/94_models.ipynb #70ee2d2e
+# %% ../../nbs/90_cli/94_models.ipynb #faa921a1
 def _refused(args: argparse.Namespace, e: Exception, what: str) -> CommandFailed:
     "A promotion or rollback refused because a version failed verification: a finding (exit 1), as `models verify` reports it."
     return CommandFailed({'name': args.name, 'alias': args.alias, 'ok': False, 'error': str(e)}, f"FAILED: {e} ({what})")
@@ -195,6 +195,12 @@ def _rollback(args: argparse.Namespace) -> Output:
         raise _refused(args, e, f'{args.alias} unchanged') from None
     return {**d, 'alias': args.alias}, f"rolled back: {d['name']} version {d['version']} is {args.alias} again (signature verified; audit log updated)"
 
+def _unset(args: argparse.Namespace) -> Output:
+    gone = open_registry(args.home).unset_alias(args.name, args.alias, reason=args.reason)
+    d = {'name': args.name, 'alias': args.alias, 'version': None if gone is None else gone.version}
+    return d, (f"{args.name}: no version held {args.alias}; nothing changed" if gone is None else
+               f"{args.name} version {gone.version} is no longer {args.alias} (audit log updated)")
+
 def _history(args: argparse.Namespace) -> Output:
     versions = open_registry(args.home).history(args.name, alias=args.alias)
     d = {'name': args.name, 'alias': args.alias, 'versions': versions}
@@ -205,9 +211,10 @@ def _delete(args: argparse.Namespace) -> Output:
     return d, f"deleted {d['name']} version {d['version']} (audit log updated)"
 
 def add_alias_commands(sub: Any) -> None:
-    "`mlwork models promote | rollback | history | delete`."
+    "`mlwork models promote | rollback | unset | history | delete`."
     for name, handler, help in (('promote', _promote, 'give a version an alias (its signature is verified first)'),
                                 ('rollback', _rollback, 'restore the previous holder of an alias (default: champion)'),
+                                ('unset', _unset, 'take an alias away (its holder leaves the alias history)'),
                                 ('history', _history, 'the versions that held an alias, oldest first'),
                                 ('delete', _delete, 'delete a version that holds no alias')):
         x = add_command(sub, name, handler, help=help, words={'reason': '--reason', 'alias': '--alias'})
@@ -215,7 +222,8 @@ def add_alias_commands(sub: Any) -> None:
         if name in ('promote', 'delete'):
             x.add_argument('version', metavar='VERSION|ALIAS' if name == 'promote' else 'VERSION')
         if name != 'delete':
-            x.add_argument('--alias', choices=['champion', 'challenger'], default='champion', help='default: champion')
+            x.add_argument('--alias', choices=['champion', 'challenger'], required=name == 'unset',
+                           **({} if name == 'unset' else {'default': 'champion', 'help': 'default: champion'}))
         if name != 'history':
             x.add_argument('--reason', required=name == 'delete', help='why (recorded in the audit log)')
 
@@ -281,11 +289,11 @@ def add_verify_repair_card(sub: Any) -> None:
     x.add_argument('name', metavar='NAME'); x.add_argument('version', metavar='VERSION|ALIAS', nargs='?', help='default: champion')
     x.add_argument('--out', required=True, metavar='DIR', help='folder for card.html, card.md and card.json')
 
-# %% ../../nbs/90_cli/94_models.ipynb #8d7749f1
+# %% ../../nbs/90_cli/94_models.ipynb #ed844134
 def register(sub: Any) -> None:
     "Add `train` and `models` to the `mlwork` parser's subcommands."
     add_train(sub)
-    actions = add_group(sub, 'models', help='the model registry: list, show, compare, promote, rollback, verify, repair, card',
+    actions = add_group(sub, 'models', help='the model registry: list, show, compare, promote, rollback, unset, verify, repair, card',
                         description='The workspace model registry (MLflow; sqlite under the workspace by default). Every artifact '
                                     'is signed; every load verifies; every change is written to the audit log.')
     add_list_show_compare(actions)

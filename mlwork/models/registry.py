@@ -40,7 +40,7 @@ __all__ = ['ALIASES', 'TAG_STATUS', 'TAG_HISTORY', 'TAG_SIGNER', 'TAG_MANIFEST',
            'ModelVersion', 'Listing', 'VersionComparison', 'Registry', 'ModelState', 'replay_audit', 'registry_state',
            'compare_states', 'Reconciliation', 'Repair']
 
-# %% ../../nbs/30_models/31c_registry.ipynb #d8f6dbb4
+# %% ../../nbs/30_models/31c_registry.ipynb #2ff70688
 ALIASES = ('champion', 'challenger')
 TAG_STATUS = 'mlwork.status'  # Model version tag: 'pending' while registering, 'ready' once complete
 TAG_HISTORY = 'mlwork.alias_history.'  # Registered-model tag prefix: JSON list of versions that held the alias
@@ -55,6 +55,7 @@ KILL_POINTS = {  # Test hook (`mlwork.models.tracking.kill_point`): every named 
                  'register.audited', 'register.marked', 'register.finished'),
     'promote': ('promote.intent', 'promote.alias', 'promote.history', 'promote.audited', 'promote.done'),
     'rollback': ('rollback.intent', 'rollback.alias', 'rollback.history', 'rollback.audited', 'rollback.done'),
+    'unset_alias': ('unset_alias.intent', 'unset_alias.alias', 'unset_alias.history', 'unset_alias.audited', 'unset_alias.done'),
     'delete': ('delete.intent', 'delete.audited', 'delete.version', 'delete.history', 'delete.done')}
 HISTORY_KEEP = 100  # Promotions remembered per alias
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$')
@@ -145,7 +146,7 @@ class VersionComparison:
         return (title + '<p>metrics</p>' + html_table(self.metrics) + f'<p>lineage: {self.lineage_diff.height} difference(s)</p>'
                 + html_table(self.lineage_diff))
 
-# %% ../../nbs/30_models/31c_registry.ipynb #cfbe089e
+# %% ../../nbs/30_models/31c_registry.ipynb #5cd0d288
 class Registry(MlflowConnection):
     "An MLflow model registry with signed artifacts, champion/challenger aliases, rollback and an audit trail."
 
@@ -193,11 +194,12 @@ class Registry(MlflowConnection):
     def rollback(self, name: str, alias: str = 'champion', *, reason: str | None = None, user: str | None = None) -> ModelVersion:
         "Point `alias` back at its previous holder (verified first); again to go further back."
         return _rollback(self, name, alias, reason=reason, user=user)
-
+    def unset_alias(self, name: str, alias: str, *, reason: str | None = None, user: str | None = None) -> ModelVersion | None:
+        "Take `alias` away (its holder leaves the end of the alias history); the version that held it, None if none did."
+        return _unset_alias(self, name, alias, reason=reason, user=user)
     def history(self, name: str, alias: str = 'champion') -> list[int]:
         "The versions that held `alias`, oldest first; the last is the current holder."
         return _history(_registered(self, name), _check_alias(alias, 'Registry.history'))
-
     def delete(self, name: str, version: int | str, *, reason: str, user: str | None = None) -> ModelVersion:
         "Delete a version that holds no alias (`reason` is required); it leaves every alias history."
         return _delete(self, name, version, reason=reason, user=user)
@@ -667,6 +669,22 @@ def _rollback(reg: Registry, name: str, alias: str, *, reason: str | None, user:
         _change_aliases(reg, name, 'rollback', before, after, what, {'model': name, 'alias': alias, 'to_version': target}, user, reason)
     return reg.show(name, target)
 
+# %% ../../nbs/30_models/31c_registry.ipynb #9651b744
+def _unset_alias(reg: Registry, name: str, alias: str, *, reason: str | None, user: str | None) -> ModelVersion | None:
+    "`Registry.unset_alias`: under the model lock take the alias away and its holder off the history's end, audited."
+    _check_alias(alias, 'Registry.unset_alias')
+    with _alias_lock(reg, name):
+        rm = _registered(reg, name)
+        held = None if rm.aliases.get(alias) is None else int(rm.aliases[alias])
+        before = _alias_state(rm)
+        after = json.loads(json.dumps(before))
+        if held is not None:
+            del after['aliases'][alias]
+            after['history'][alias] = json.dumps(_history(rm, alias)[:-1])  # `_history` ends with the current holder
+        what = {'model': name, 'alias': alias, 'version': held, 'changed': held is not None}
+        _change_aliases(reg, name, 'unset_alias', before, after, what, {'model': name, 'alias': alias}, user, reason)
+    return None if held is None else reg.show(name, held)
+
 # %% ../../nbs/30_models/31c_registry.ipynb #abe36d9a
 def _check_reason(reason: Any, owner: str) -> str:
     "A non-empty reason: deletions and repairs cannot be undone, so the audit log must say why."
@@ -720,7 +738,7 @@ def _delete(reg: Registry, name: str, version: int | str, *, reason: str, user: 
     gone.status, gone.aliases = 'deleted', []
     return gone
 
-# %% ../../nbs/30_models/31c_registry.ipynb #358e73a5
+# %% ../../nbs/30_models/31c_registry.ipynb #23e9c5a6
 @dataclass
 class ModelState:
     "What a model should hold, as mlwork sees it: its ready versions and where each alias points."
@@ -750,6 +768,8 @@ def replay_audit(log: AuditLog | pl.DataFrame) -> dict[str, ModelState]:
                 al.pop('challenger', None)
         elif action == 'model.rollback':
             al[w['alias']] = int(w['to_version'])
+        elif action == 'model.unset_alias' and w.get('changed', True):
+            al.pop(w['alias'], None)
     return {m: ModelState(sorted(versions[m]), dict(sorted(aliases[m].items()))) for m in sorted(versions)}
 
 # %% ../../nbs/30_models/31c_registry.ipynb #159eeec5

@@ -551,7 +551,7 @@ def serving_state(ws: Workspace, registry: Registry, model: str) -> dict[str, An
     out['rollout'] = {'mode': r['mode'], 'percent': float(r['percent'])}
     return out
 
-# %% ../../nbs/50_pipelines/50e_retrain.ipynb #fa401742
+# %% ../../nbs/50_pipelines/50e_retrain.ipynb #a6cee6fc
 def restore_serving(ws: Workspace, registry: Registry, model: str, before: Mapping[str, Any], *, reason: str) -> list[str]:
     "Put the aliases and rollout back to `before` (from `serving_state`); what was done, in words (empty: nothing differed)."
     from mlwork.serve.app import write_rollout
@@ -565,10 +565,14 @@ def restore_serving(ws: Workspace, registry: Registry, model: str, before: Mappi
         was, is_ = before.get(alias), now[alias]
         if was == is_:
             continue
-        if was is not None:
-            registry.promote(model, was, alias=alias, reason=f'retrain restore: {reason}')
-            done.append(f'{alias} {is_} → {was}')
+        why = f'retrain restore: {reason}'
+        if was is None:
+            registry.unset_alias(model, alias, reason=why)
+            done.append(f'{alias} {is_} → none (unset)')
+        elif is_ is not None and registry.history(model, alias)[-2:-1] == [was]:
+            registry.rollback(model, alias, reason=why)  # pops the retrain's version off the history: as it was
+            done.append(f'{alias} {is_} → {was} (rolled back)')
         else:
-            done.append(f'{alias} stays on version {is_}: it had no holder before and an alias cannot be unset '
-                        f"(the rollout is {before['rollout']['mode']}, so it serves no canary traffic)")
+            registry.promote(model, was, alias=alias, reason=why)
+            done.append(f'{alias} {is_} → {was}')
     return done
