@@ -356,3 +356,35 @@ def test_retrain_pipeline_end_to_end(acs, monkeypatch):
     assert _state(acs) == after and acs['reg'].history('acs_employment', 'challenger') == [2, 4]
     from mlwork.models.registry import compare_states, registry_state, replay_audit
     assert compare_states(registry_state(acs['reg']), replay_audit(acs['reg'].audit)) == []  # every change audited
+
+    # a retrain killed outright mid-canary (SIGKILL of its kernel: no exception, nothing restored by the run itself) ...
+    monkeypatch.setenv('MLWORK_KILL_AT', 'retrain.canary')
+    dec, _, err = _run(acs, 'killed', force=True)
+    monkeypatch.delenv('MLWORK_KILL_AT')
+    assert err is not None and dec['canary']['decision'] == 'started' and 'version 6' in dec['train']['why']
+    assert _state(acs) == {'champion': 4, 'challenger': 6, 'rollout': {'mode': 'canary', 'percent': 50.0}}
+    from conftest import run_mlwork
+    home = ('--home', str(acs['ws'].root))
+    doc = run_mlwork('doctor', '--json', *home, cwd=acs['root'])             # seen, and left as it is without --fix
+    assert doc.code == 1 and any('a killed retrain of acs_employment' in f for f in doc.json()['findings']), doc.out
+    assert _state(acs)['challenger'] == 6
+    # ... is put back by the next retrain of the model, from its journal, before anything else
+    dec, _, err = _run(acs, 'next')
+    assert err is None, err
+    assert dec['recover']['decision'] == 'restored'
+    assert dec['recover']['why'].endswith('was killed; rollout canary 50 % → off 0 %; challenger 6 → none (unset)')
+    assert dec['decide']['decision'] == 'no retrain' and _state(acs) == after
+    assert not (acs['ws'].root / 'serve' / 'acs_employment' / 'retrain.json').exists()
+    assert compare_states(registry_state(acs['reg']), replay_audit(acs['reg'].audit)) == []
+
+    # killed again, once the challenger had the alias (before the canary): `mlwork doctor --fix` puts it back
+    monkeypatch.setenv('MLWORK_KILL_AT', 'retrain.canary')
+    dec, _, err = _run(acs, 'killed-again', force=True)
+    monkeypatch.delenv('MLWORK_KILL_AT')
+    assert err is not None and _state(acs)['challenger'] == 7
+    fixed = run_mlwork('doctor', '--fix', '--reason', 'after the outage', '--json', *home, cwd=acs['root'])
+    assert fixed.code == 0, fixed.out + fixed.err
+    assert fixed.json()['retrains'][0]['restored'][1:] == ['rollout canary 50 % → off 0 %', 'challenger 7 → none (unset)']
+    assert _state(acs) == after
+    unset = acs['reg'].audit.entries().filter(pl.col('action') == 'model.unset_alias').tail(1)
+    assert 'put back by mlwork doctor --fix: after the outage' in unset['why'][0]

@@ -16,7 +16,7 @@ from ..core import clean_scratch, is_local, open_workspace
 # %% auto #0
 __all__ = ['register']
 
-# %% ../../nbs/90_cli/98_doctor.ipynb #dad1d3c5
+# %% ../../nbs/90_cli/98_doctor.ipynb #952ef575
 def _datasets(home: str | None, fix: bool, min_age: float) -> list[dict[str, Any]]:
     "Verify every dataset and list (or remove) its orphan files."
     store = open_store(home)
@@ -40,7 +40,29 @@ def _registry(home: str | None, fix: bool, reason: str | None, older_than: float
     return {'reconciled': rec.actions, 'differences': rep.differences if fix else rec.differences,
             'pending': rep.removed, 'pending_removed': fix}
 
-# %% ../../nbs/90_cli/98_doctor.ipynb #2b282ebb
+def _retrains(home: str | None, fix: bool, reason: str | None) -> list[dict[str, Any]]:
+    "Journals of retrains killed before they finished (a running retrain holds its lock: left alone); `fix` puts them back."
+    from mlwork.core import ConflictError, DataError
+    from mlwork.models.tracking import file_lock
+    from mlwork.pipelines.retrain import retrain_guard
+    ws, out = open_workspace(home), list[dict[str, Any]]()
+    for journal in sorted((Path(ws.root) / 'serve').glob('*/retrain.json')):
+        model, reg = journal.parent.name, open_registry(home)
+        try:
+            if fix:
+                guard = retrain_guard(ws, reg, model, by=f'mlwork doctor --fix: {reason}')
+                guard.close()
+                out.append({'model': model, 'journal': str(journal), 'restored': guard.recovered})
+            else:
+                with file_lock(reg, f'retrain-{model}', f'retraining model {model!r}', wait=False):
+                    out.append({'model': model, 'journal': str(journal), 'restored': None})
+        except ConflictError:
+            continue  # a retrain of the model is running: its journal is live
+        except DataError as e:
+            out.append({'model': model, 'journal': str(journal), 'restored': None, 'error': str(e)})
+    return out
+
+# %% ../../nbs/90_cli/98_doctor.ipynb #08e6e02e
 def _doctor(args: argparse.Namespace) -> Output:
     from mlwork.audit import AuditLog
     if args.fix and not (args.reason or '').strip():
@@ -51,17 +73,22 @@ def _doctor(args: argparse.Namespace) -> Output:
     datasets = _datasets(args.home, args.fix, float(args.min_age))
     registry = _registry(args.home, args.fix, args.reason, float(args.older_than))
     audit = AuditLog.for_workspace(ws).verify(anchors=gather_anchors(args.home, [])).to_dict()
-    d = {'fix': args.fix, 'scratch': scratch, 'datasets': datasets, 'registry': registry, 'audit': audit}
+    retrains = _retrains(args.home, args.fix, args.reason)
+    d = {'fix': args.fix, 'scratch': scratch, 'datasets': datasets, 'registry': registry, 'audit': audit, 'retrains': retrains}
     left = [f"dataset {x['dataset']}: DAMAGED: {'; '.join(x['problems'])}" for x in datasets if not x['ok']]
     left += [] if audit['ok'] else [f"audit log: TAMPERED: {audit.get('reason')}"]
     left += [f"registry differs from the audit log: {x}" for x in (registry or {}).get('differences', [])]
+    left += [f"retrain journal of {x['model']}: {x['error']}" for x in retrains if 'error' in x]
     if not args.fix:
         left += [f"scratch folder of a dead process: {p}" for p in scratch]
         left += [f"orphan data file: {x['dataset']}/{f}" for x in datasets for f in x['orphans']]
         left += [f"pending version of a killed registration: {p.get('model')} v{p.get('version')}" for p in (registry or {}).get('pending', [])]
+        left += [f"a killed retrain of {x['model']} left its aliases and rollout changed ({x['journal']}); the next retrain of "
+                 "the model, or --fix, puts back what served before it" for x in retrains if 'error' not in x]
     done = [] if not args.fix else [f"removed {len(scratch)} scratch folders, "
                                     f"{sum(len(x['orphans']) for x in datasets)} orphan files, "
                                     f"{len((registry or {}).get('pending', []))} pending versions"]
+    done += [f"killed retrain of {x['model']} put back: {'; '.join(x['restored'])}" for x in retrains if x.get('restored')]
     d['findings'] = left
     head = f"workspace {ws.root}: {len(datasets)} datasets, registry {'present' if registry is not None else 'absent'}, audit log {audit['entries']} entries"
     if left:
@@ -73,7 +100,7 @@ def register(sub: Any) -> None:
     "Add `mlwork doctor` to the `mlwork` parser's subcommands."
     c = add_command(sub, 'doctor', _doctor, help='check the workspace for what crashes or tampering left (--fix to clean up)',
                     epilog='exit codes: 0 nothing to look at, 1 findings (listed), 2 usage')
-    c.add_argument('--fix', action='store_true', help='remove dead scratch folders and orphan files, repair the registry')
+    c.add_argument('--fix', action='store_true', help='remove dead scratch folders and orphan files, repair the registry, put back killed retrains')
     c.add_argument('--reason', metavar='TEXT', help='why (required with --fix; written to the audit log)')
     c.add_argument('--min-age', type=float, default=3600.0, metavar='SECONDS', help='orphan data files younger than this are kept (default 3600)')
     c.add_argument('--older-than', type=float, default=600.0, metavar='SECONDS', help='pending versions younger than this are kept (default 600)')
