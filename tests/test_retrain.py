@@ -283,7 +283,7 @@ def _run(acs, name: str, **params):
 
 
 def _state(acs) -> dict:
-    from mlwork.pipelines.retrain import serving_state
+    from mlwork.serve.app import serving_state
     return serving_state(acs['ws'], acs['reg'], 'acs_employment')
 
 

@@ -30,8 +30,8 @@ if TYPE_CHECKING:  # the registry is passed in; importing it here would load mlf
 # %% auto #0
 __all__ = ['DRIFT_METRICS', 'HIGHER_IS_BETTER', 'CANARY_METRICS', 'PERFORMANCE_SOURCES', 'DriftTrigger', 'PerformanceTrigger',
            'Triggers', 'FairnessBound', 'Judge', 'Canary', 'RetrainPolicy', 'Decision', 'retrain_decision',
-           'FairnessCheck', 'fairness_bound', 'CanaryVerdict', 'canary_verdict', 'serving_state', 'restore_serving',
-           'RetrainGuard', 'retrain_guard']
+           'FairnessCheck', 'fairness_bound', 'CanaryVerdict', 'canary_verdict', 'restore_serving', 'RetrainGuard',
+           'retrain_guard']
 
 # %% ../../nbs/50_pipelines/50e_retrain.ipynb #298fc435
 DRIFT_METRICS = frozenset({'psi', 'effect', 'p_value', 'p_adjusted', 'drifted_share'})  # what mlwork.monitor stores per feature
@@ -541,24 +541,10 @@ def canary_verdict(
     return CanaryVerdict('promote' if ok else 'roll back', why, c.metric, arms,
                          None if start is None else start.isoformat(), c.max_drop, c.min_rows)
 
-# %% ../../nbs/50_pipelines/50e_retrain.ipynb #950f71f7
-def serving_state(ws: Workspace, registry: Registry, model: str) -> dict[str, Any]:
-    "What serves `model` now: {'champion': version | None, 'challenger': version | None, 'rollout': {mode, percent}}."
-    from mlwork.serve.app import read_rollout
-    out: dict[str, Any] = {}
-    for alias in ('champion', 'challenger'):
-        try:
-            out[alias] = registry.show(model, alias).version
-        except NotFound:
-            out[alias] = None
-    r = read_rollout(ws, model)
-    out['rollout'] = {'mode': r['mode'], 'percent': float(r['percent'])}
-    return out
-
-# %% ../../nbs/50_pipelines/50e_retrain.ipynb #a6cee6fc
+# %% ../../nbs/50_pipelines/50e_retrain.ipynb #2d43510a
 def restore_serving(ws: Workspace, registry: Registry, model: str, before: Mapping[str, Any], *, reason: str) -> list[str]:
     "Put the aliases and rollout back to `before` (from `serving_state`); what was done, in words (empty: nothing differed)."
-    from mlwork.serve.app import write_rollout
+    from mlwork.serve.app import serving_state, write_rollout
     now, done = serving_state(ws, registry, model), []
     reason = redact(reason)
     if now['rollout'] != before['rollout']:
@@ -581,7 +567,7 @@ def restore_serving(ws: Workspace, registry: Registry, model: str, before: Mappi
             done.append(f'{alias} {is_} → {was}')
     return done
 
-# %% ../../nbs/50_pipelines/50e_retrain.ipynb #ec3ba9d8
+# %% ../../nbs/50_pipelines/50e_retrain.ipynb #c4f75e54
 @dataclass
 class RetrainGuard:
     "A retrain in progress: the model's retrain lock and the journal of what served before it, until `close`."
@@ -611,7 +597,7 @@ def _read_journal(path: Path) -> dict[str, Any]:
 def retrain_guard(ws: Workspace, registry: Registry, model: str, *, by: str) -> RetrainGuard:
     "Start a retrain of `model`: take its lock (`ConflictError` if one runs), put back a killed one's changes, journal what serves."
     from mlwork.models.tracking import file_lock
-    from mlwork.serve.app import serve_dir
+    from mlwork.serve.app import serve_dir, serving_state
     hold = ExitStack()
     hold.enter_context(file_lock(registry, f'retrain-{model}', f'retraining model {model!r}', wait=False))
     try:

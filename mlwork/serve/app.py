@@ -33,11 +33,11 @@ from .scoring import MicroBatcher, ModelSlots, NotReady, RequestInvalid, Router,
 
 # %% auto #0
 __all__ = ['LOG_MODES', 'ROLLOUT_MODES', 'CONFIG_ENV', 'log', 'ROUTES', 'ARROW_TYPES', 'PARQUET_TYPES', 'ServeConfig',
-           'serve_dir', 'read_rollout', 'write_rollout', 'ServeMetrics', 'serve_metrics', 'metrics_text', 'route_label',
-           'Guard', 'logged_pii', 'check_hidden_pii', 'Service', 'PredictRequest', 'Prediction', 'FeedbackItem',
-           'Feedback', 'Rollout', 'Action', 'NewKey', 'log_record', 'score_one', 'write_log', 'Batch', 'parse_batch',
-           'log_frame', 'score_batch', 'arrow_answer', 'create_app', 'app_from_env', 'check_log_columns',
-           'check_servable', 'check_port', 'serve']
+           'serve_dir', 'read_rollout', 'write_rollout', 'serving_state', 'ServeMetrics', 'serve_metrics',
+           'metrics_text', 'route_label', 'Guard', 'logged_pii', 'check_hidden_pii', 'Service', 'PredictRequest',
+           'Prediction', 'FeedbackItem', 'Feedback', 'Rollout', 'Action', 'NewKey', 'log_record', 'score_one',
+           'write_log', 'Batch', 'parse_batch', 'log_frame', 'score_batch', 'arrow_answer', 'create_app',
+           'app_from_env', 'check_log_columns', 'check_servable', 'check_port', 'serve']
 
 # %% ../../nbs/40_serve/41_app.ipynb #5a16db52
 LOG_MODES = ('durable', 'buffered', 'off')
@@ -134,6 +134,19 @@ def write_rollout(ws: Workspace, model: str, mode: str, percent: float, *, by: s
     AuditLog.for_workspace(ws).append('serve.rollout', who=by, what={'model': model, 'mode': mode, 'percent': float(percent),
                                                                     'before': {'mode': before['mode'], 'percent': before['percent']}})
     return state
+
+# %% ../../nbs/40_serve/41_app.ipynb #3fe67120
+def serving_state(ws: Workspace, registry: Registry, model: str) -> dict[str, Any]:
+    "What serves `model` now: {'champion': version | None, 'challenger': version | None, 'rollout': {mode, percent}}."
+    out: dict[str, Any] = {}
+    for alias in ('champion', 'challenger'):
+        try:
+            out[alias] = registry.show(model, alias).version
+        except NotFound:
+            out[alias] = None
+    r = read_rollout(ws, model)
+    out['rollout'] = {'mode': r['mode'], 'percent': float(r['percent'])}
+    return out
 
 # %% ../../nbs/40_serve/41_app.ipynb #776b6d7e
 @dataclass
