@@ -372,7 +372,8 @@ def test_retrain_pipeline_end_to_end(acs, monkeypatch):
     dec, _, err = _run(acs, 'next')
     assert err is None, err
     assert dec['recover']['decision'] == 'restored'
-    assert dec['recover']['why'].endswith('was killed; rollout canary 50 % → off 0 %; challenger 6 → none (unset)')
+    assert dec['recover']['why'].endswith('did not finish (killed, or failed where nothing put it back); '
+                                          'rollout canary 50 % → off 0 %; challenger 6 → none (unset)')
     assert dec['decide']['decision'] == 'no retrain' and _state(acs) == after
     assert not (acs['ws'].root / 'serve' / 'acs_employment' / 'retrain.json').exists()
     assert compare_states(registry_state(acs['reg']), replay_audit(acs['reg'].audit)) == []

@@ -567,7 +567,7 @@ def restore_serving(ws: Workspace, registry: Registry, model: str, before: Mappi
             done.append(f'{alias} {is_} → {was}')
     return done
 
-# %% ../../nbs/50_pipelines/50e_retrain.ipynb #c4f75e54
+# %% ../../nbs/50_pipelines/50e_retrain.ipynb #1edf4697
 @dataclass
 class RetrainGuard:
     "A retrain in progress: the model's retrain lock and the journal of what served before it, until `close`."
@@ -591,7 +591,7 @@ def _read_journal(path: Path) -> dict[str, Any]:
         return left
     except (ValueError, KeyError, TypeError) as e:
         msg = (f"The retrain journal {path} is damaged ({e}). Expected JSON with 'by' and 'before' (the champion, challenger "
-               f"and rollout before a retrain that was killed). Check them (mlwork models show, mlwork serve), then remove the file.")
+               f"and rollout before a retrain that did not finish). Check them (mlwork models show, mlwork serve), then remove the file.")
         raise DataError(msg) from None
 
 def retrain_guard(ws: Workspace, registry: Registry, model: str, *, by: str) -> RetrainGuard:
@@ -604,8 +604,8 @@ def retrain_guard(ws: Workspace, registry: Registry, model: str, *, by: str) -> 
         journal, recovered = serve_dir(ws, model) / 'retrain.json', []
         if journal.is_file():
             left = _read_journal(journal)
-            done = restore_serving(ws, registry, model, left['before'], reason=f"{left.get('by', 'a retrain')} was killed; put back by {by}")
-            recovered = [f"{left.get('by', 'a retrain')}, started {left.get('started', '?')}, was killed"] + (done or ['nothing had changed'])
+            done = restore_serving(ws, registry, model, left['before'], reason=f"{left.get('by', 'a retrain')} did not finish; put back by {by}")
+            recovered = [f"{left.get('by', 'a retrain')}, started {left.get('started', '?')}, did not finish (killed, or failed where nothing put it back)"] + (done or ['nothing had changed'])
         before = serving_state(ws, registry, model)
         atomic_write(journal, json.dumps({'by': redact(by), 'started': utc_now().isoformat(), 'pid': os.getpid(), 'before': before}))
     except BaseException:
