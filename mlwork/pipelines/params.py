@@ -204,10 +204,12 @@ def _unknown(pipeline: Pipeline, name: str) -> InvalidParameter:
            f"{', '.join(pipeline.parameters) or '(it has none)'}.{hint}")
     return InvalidParameter(msg)
 
-# %% ../../nbs/50_pipelines/50b_params.ipynb #fbbf6ac7
+# %% ../../nbs/50_pipelines/50b_params.ipynb #f10739b4
 def _absolute_file(value: Any) -> Any:
     "A relative path to an existing file, made absolute from the current folder; any other value unchanged."
     if not isinstance(value, str) or not value or '@' in value or Path(value).is_absolute():
+        return value
+    if '/' not in value and not Path(value).suffix:  # a bare word is a name (a model, a dataset), not a file
         return value
     p = Path(value).expanduser()
     return str(p.resolve()) if p.is_file() else value
