@@ -16,7 +16,7 @@ from ..core import clean_scratch, is_local, open_workspace
 # %% auto #0
 __all__ = ['register']
 
-# %% ../../nbs/90_cli/98_doctor.ipynb #952ef575
+# %% ../../nbs/90_cli/98_doctor.ipynb #f63ff711
 def _datasets(home: str | None, fix: bool, min_age: float) -> list[dict[str, Any]]:
     "Verify every dataset and list (or remove) its orphan files."
     store = open_store(home)
@@ -46,8 +46,12 @@ def _retrains(home: str | None, fix: bool, reason: str | None) -> list[dict[str,
     from mlwork.models.tracking import file_lock
     from mlwork.pipelines.retrain import retrain_guard
     ws, out = open_workspace(home), list[dict[str, Any]]()
-    for journal in sorted((Path(ws.root) / 'serve').glob('*/retrain.json')):
-        model, reg = journal.parent.name, open_registry(home)
+    journals = sorted((Path(ws.root) / 'serve').glob('*/retrain.json'))
+    if not journals:
+        return out
+    reg = open_registry(home)
+    for journal in journals:
+        model = journal.parent.name
         try:
             if fix:
                 guard = retrain_guard(ws, reg, model, by=f'mlwork doctor --fix: {reason}')

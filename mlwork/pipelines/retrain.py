@@ -568,7 +568,7 @@ def restore_serving(ws: Workspace, registry: Registry, model: str, before: Mappi
             done.append(f'{alias} {is_} → {was}')
     return done
 
-# %% ../../nbs/50_pipelines/50e_retrain.ipynb #f4005ecc
+# %% ../../nbs/50_pipelines/50e_retrain.ipynb #77826ff9
 @dataclass
 class RetrainGuard:
     "A retrain in progress: the model's retrain lock and the journal of what served before it, until `close`."
@@ -596,6 +596,23 @@ def _read_journal(path: Path) -> dict[str, Any]:
                f"remove the file.")
         raise DataError(msg) from None
 
+_SERVING_ACTIONS = ('model.promote', 'model.rollback', 'model.unset_alias', 'serve.rollout')
+
+def _changed_by_others(ws: Workspace, model: str, left: dict[str, Any]) -> list[str]:
+    "Alias and rollout changes of `model` in the audit log since the journal's retrain started, made by anyone else."
+    from mlwork.audit import AuditLog
+    try:
+        since = datetime.fromisoformat(str(left.get('started')))
+    except ValueError:
+        return []
+    by, out = str(left.get('by', '')), []
+    frame = AuditLog.for_workspace(ws).entries()
+    frame = frame.filter(pl.col('action').is_in(list(_SERVING_ACTIONS)) & (pl.col('ts') >= since))
+    for action, who, why, what in frame.select('action', 'who', 'why', 'what').iter_rows():
+        if json.loads(what).get('model') == model and not (by and (who == by or by in (why or ''))):
+            out.append(f"{action} by {who or 'someone'}" + (f" ({why[:80]})" if why else ''))
+    return out
+
 def retrain_guard(ws: Workspace, registry: Registry, model: str, *, by: str) -> RetrainGuard:
     "Start a retrain of `model`: take its lock (`ConflictError` if one runs), put back a killed one's changes, journal what serves."
     from mlwork.models.tracking import file_lock
@@ -607,6 +624,11 @@ def retrain_guard(ws: Workspace, registry: Registry, model: str, *, by: str) -> 
         if journal.is_file():
             left = _read_journal(journal)
             was = left.get('by', 'a retrain')
+            if others := _changed_by_others(ws, model, left):  # putting back would undo a person's later change
+                msg = (f"{journal} says {was} (started {left.get('started', '?')}) did not finish, but the aliases or rollout of "
+                       f"{model!r} were changed since by others: {'; '.join(others[:5])}. Not put back: check what serves "
+                       f"(mlwork models show, GET /v1/rollout), then remove the journal.")
+                raise DataError(msg)
             done = restore_serving(ws, registry, model, left['before'], reason=f'{was} did not finish; put back by {by}')
             recovered = [f"{was}, started {left.get('started', '?')}, did not finish (killed, or failed where nothing put it back)",
                          *(done or ['nothing had changed'])]
