@@ -529,25 +529,61 @@ def _segment_table(path: Path, start: int, kind: str, model: str) -> tuple[pa.Ta
     return (tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options='permissive')), start + end
 
 # %% ../../nbs/40_serve/40b_predlog.ipynb #3448587e
-def _committed(table: Path, app_id: str) -> int:
-    "The byte offset of stream `app_id` already in the Delta table (its app transaction version), 0 if none."
+_TABLES: dict[tuple[str, int], Any] = {}  # table -> DeltaTable: brought up to date by reading only the commits since
+_TABLES_LOCK = threading.Lock()
+
+def _open_committed(table: Path, app_id: str) -> tuple[int, Any]:
+    "The byte offset of stream `app_id` already in the Delta table (0 if none), and the table as read (None if absent)."
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
+    with _TABLES_LOCK:
+        dt = _TABLES.pop(_table_key(table), None)  # one user at a time; put back by `_keep_table`
     try:
-        version = DeltaTable(str(table)).transaction_version(app_id)
+        if dt is not None:
+            dt.update_incremental()
+        else:
+            dt = DeltaTable(str(table))
     except TableNotFoundError:
-        return 0
-    return version or 0
+        return 0, None
+    except Exception:  # a table damaged under us: read it afresh
+        try:
+            dt = DeltaTable(str(table))
+        except TableNotFoundError:
+            return 0, None
+    return dt.transaction_version(app_id) or 0, dt
+
+def _table_key(table: Path) -> tuple[str, int]:
+    "The table's path and its first commit's inode: a table deleted and made again is another table."
+    try:
+        return str(table), (table / '_delta_log' / f'{0:020d}.json').stat().st_ino
+    except OSError:
+        return str(table), -1
+
+def _keep_table(table: Path, dt: Any) -> None:
+    key = _table_key(table)
+    with _TABLES_LOCK:
+        if dt is not None and key[1] >= 0 and len(_TABLES) < 64:
+            _TABLES[key] = dt
+
+def _committed(table: Path, app_id: str) -> int:
+    "The byte offset of stream `app_id` already in the Delta table (its app transaction version), 0 if none."
+    return _open_committed(table, app_id)[0]
 
 def _move_stream(folder: Path, app_id: str, files: Sequence[Path], model: str, attempts: int = 5) -> int:
     "Move one stream's segments (in base-offset order) into its Delta table exactly once, then delete them; rows moved."
-    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake import ColumnProperties, CommitProperties, Transaction, WriterProperties, write_deltalake
     from deltalake.exceptions import CommitFailedError, DeltaError
+    # Dictionary pages only for the few-valued text columns: on distinct floats (features, outputs) building one costs
+    # 4x the write and a larger file (50,000 rows x 25 features: 200 ms and 21 MB against 47 ms and 18 MB with LZ4)
+    few = ColumnProperties(dictionary_enabled=True)
+    writer = WriterProperties(compression='LZ4_RAW', default_column_properties=ColumnProperties(dictionary_enabled=False),
+                              column_properties={c: few for c in ('model', 'arm', 'label')})
     kind = app_id.split('-', 1)[0]
     table = folder / ('feedback' if kind == 'fb' else 'predictions')
     moved = 0
     for attempt in range(attempts):
-        done = end = _committed(table, app_id)
+        done, dt = _open_committed(table, app_id)  # the write appends to this snapshot: the log is read once
+        end = done
         parts = []
         for f in files:
             base = int(_SEGMENT.match(f.name)['base'])  # type: ignore[index]
@@ -556,18 +592,20 @@ def _move_stream(folder: Path, app_id: str, files: Sequence[Path], model: str, a
             end = max(end, base + stop)
         moved = sum(p.num_rows for p in parts)
         if not moved:
+            _keep_table(table, dt)
             break
         props = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=end)])
         try:
             with private_umask():
-                write_deltalake(str(table), pa.concat_tables(parts, promote_options='permissive'), mode='append',
-                                schema_mode='merge', commit_properties=props)
+                write_deltalake(dt if dt is not None else str(table), pa.concat_tables(parts, promote_options='permissive'), mode='append',
+                                schema_mode='merge', commit_properties=props, writer_properties=writer)
         except (CommitFailedError, DeltaError, OSError):  # a concurrent writer won: read the offset again and retry
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
             continue
         kill_point('predlog.after_commit')
+        _keep_table(table, dt)
         break
     for f in files:
         f.unlink(missing_ok=True)
