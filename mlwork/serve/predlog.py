@@ -569,6 +569,7 @@ def _committed(table: Path, app_id: str) -> int:
     "The byte offset of stream `app_id` already in the Delta table (its app transaction version), 0 if none."
     return _open_committed(table, app_id)[0]
 
+# %% ../../nbs/40_serve/40b_predlog.ipynb #85968d44
 def _move_stream(folder: Path, app_id: str, files: Sequence[Path], model: str, attempts: int = 5) -> int:
     "Move one stream's segments (in base-offset order) into its Delta table exactly once, then delete them; rows moved."
     from deltalake import ColumnProperties, CommitProperties, Transaction, WriterProperties, write_deltalake
