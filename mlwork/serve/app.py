@@ -683,7 +683,7 @@ def log_frame(batch: Batch, idx: list[int], rid: str, scorer: Scorer, arm: str, 
     reasons, labels = cols.get('reasons'), cols.get('label')
     none = pl.repeat(None, n, dtype=pl.String, eager=True)
     label = none if labels is None else pl.Series(labels, strict=False)
-    if label.dtype != pl.String:  # the text of an integer label is polars' too; other labels (bools) by str()
+    if labels is not None and label.dtype != pl.String:  # an integer label's text is polars' too; others (bools) by str()
         label = label.cast(pl.String) if label.dtype.is_integer() else pl.Series([None if v is None else str(v) for v in labels],
                                                                                  dtype=pl.String)
     data: dict[str, Any] = {'request_id': pl.select(pl.concat_str(pl.lit(f'{rid}:'), pl.Series(idx, dtype=pl.Int64).cast(pl.String))).to_series(),
