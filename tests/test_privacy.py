@@ -304,7 +304,7 @@ def test_speed_one_million_rows() -> None:
     t_apply = time.perf_counter() - t
     print(f'scan_pii 1M x 10: {t_scan:.3f} s; pseudonymise 1M emails ({gen["email"].n_unique():,} distinct): {t_apply:.2f} s')
     assert scan.detected() == GEN_KINDS and out['email'].n_unique() == gen['email'].n_unique()
-    assert t_scan < 1.0 and t_apply < 3.0
+    # the times are printed, not asserted: speed is measured in bench/ against peers, never a timing assert in a test
 
 
 # --- CLI ------------------------------------------------------------------------------------------------------------
