@@ -195,7 +195,7 @@ def _encode_table(schema: FeatureSchema, table: Any) -> np.ndarray:
     "`FeatureSchema.table_to_matrix`: numbers in bulk; categories, booleans and any column with a problem one by one."
     frame = _table_frame(table)
     errors: list[dict[str, Any]] = []
-    cols = _bulk_codes(frame, schema._plan)  # 25 numeric columns x 10,000 rows: 1 ms against 9 column by column
+    cols = _bulk_codes(frame, schema._plan)  # 25 numeric columns x 10,000 rows: 2.5 ms against 9 column by column
     for name, kind, _, nullable in schema._plan:
         if name in cols:
             continue
