@@ -1,10 +1,13 @@
 """Shared fixtures: the real `mlwork` executable, run as a user would run it."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +35,34 @@ def clean_env(extra: dict | None = None) -> dict:
 
 
 def run_mlwork(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> Run:
-    """Run the installed `mlwork` console script in `cwd` with a clean env."""
+    """Run the installed `mlwork` console script in `cwd` with a clean env, as a new process."""
     assert MLWORK.exists(), f'the mlwork console script is not installed beside {sys.executable}'
     p = subprocess.run([str(MLWORK), *args], cwd=cwd, env=clean_env(env), capture_output=True,
                        text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     return Run(p.returncode, p.stdout, p.stderr)
+
+
+def run_mlwork_in_process(*args: str, cwd: Path, env: dict | None = None, timeout: float | None = None) -> Run:
+    """`mlwork ARGS` through the console script's own entry point (`mlwork.cli.main.main`) in this process: the same
+    parser, commands, output and exit code, in `cwd`, with the same clean environment — without starting a new Python
+    for each call (each one imports MLflow, LightGBM and scikit-learn again: 3-6 s of CPU, most of a call's time).
+    For the modules that make dozens of calls; what only a real process shows (a closed pipe, signals, start-up) is
+    tested through `run_mlwork`. `timeout` is not enforced here (pytest-timeout still is)."""
+    from mlwork.cli.main import main
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.clear()
+    os.environ.update(clean_env(env))
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter('default')   # each call shows its warnings, as a fresh process would
+            code = main([str(a) for a in args])
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return Run(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

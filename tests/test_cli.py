@@ -7,6 +7,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from conftest import run_mlwork_in_process
+
 
 def assert_one_line_error(r, code=2, contains=None):
     assert r.code == code, (r.code, r.out, r.err)
@@ -16,6 +18,15 @@ def assert_one_line_error(r, code=2, contains=None):
     assert lines[0].startswith('error: ')
     if contains:
         assert contains in lines[0], lines[0]
+
+
+@pytest.fixture
+def cli_in_process(tmp_path):
+    """`mlwork` through its entry point in this process (conftest.run_mlwork_in_process): for the tests that make many
+    calls of the heavy commands (train, models, drift); the others run the real executable."""
+    def run(*args: str, cwd: Path | None = None, env: dict | None = None):
+        return run_mlwork_in_process(*args, cwd=cwd or tmp_path, env=env)
+    return run
 
 
 def test_help_lists_commands_and_exit_codes(cli):
@@ -139,7 +150,8 @@ def test_export_refuses_to_overwrite(cli, tmp_path):
     assert pl.read_csv(tmp_path / 'x.csv').height == 10
 
 
-def test_drift_exit_codes_and_report(cli, tmp_path):
+def test_drift_exit_codes_and_report(cli_in_process, tmp_path):
+    cli = cli_in_process
     for name, extra in (('a', []), ('b', ['--seed', '2']), ('c', ['--seed', '3', '--drift', 'income:1.0'])):
         assert cli('datasets', 'export', 'credit', f'{name}.parquet', '--rows', '5000', *extra).code == 0
     same = cli('drift', 'a.parquet', 'b.parquet', '--json')
@@ -154,7 +166,8 @@ def test_drift_exit_codes_and_report(cli, tmp_path):
     assert_one_line_error(cli('drift', 'a.parquet', 'missing.parquet'), 2, 'missing.parquet')
 
 
-def test_drift_report_has_json_twin_and_profiles_compare(cli, tmp_path):
+def test_drift_report_has_json_twin_and_profiles_compare(cli_in_process, tmp_path):
+    cli = cli_in_process
     for name, extra in (('a', []), ('c', ['--seed', '3', '--drift', 'income:1.0'])):
         assert cli('datasets', 'export', 'credit', f'{name}.parquet', '--rows', '5000', *extra).code == 0
     moved = cli('drift', 'a.parquet', 'c.parquet', '--report', 'drift.html', '--json')
@@ -171,7 +184,8 @@ def test_drift_report_has_json_twin_and_profiles_compare(cli, tmp_path):
     assert_one_line_error(cli('drift', 'a.bin', 'c.parquet'), 2, 'profile with a profile')
 
 
-def test_train_register_promote_rollback_verify_card(cli, tmp_path):
+def test_train_register_promote_rollback_verify_card(cli_in_process, tmp_path):
+    cli = cli_in_process
     home = ['--home', str(tmp_path / 'ws')]
     assert cli('init', *home).code == 0
     assert cli('datasets', 'export', 'credit', 'c.parquet', '--rows', '3000').code == 0
@@ -230,8 +244,9 @@ def test_train_register_promote_rollback_verify_card(cli, tmp_path):
     (['train', 'adir', '--target', 'y'], 'to train on.'),
     (['drift', 'Not A Name', 'a.csv'], '`Not A Name` is neither a .parquet or .csv file nor a dataset name'),
 ])
-def test_errors_speak_the_users_words(cli, tmp_path, args, contains):
+def test_errors_speak_the_users_words(cli_in_process, tmp_path, args, contains):
     """A directory is called a directory, the verb is the command's own, and the argument is named as typed."""
+    cli = cli_in_process
     assert cli('init', '--home', 'ws').code == 0
     (tmp_path / 'adir').mkdir()
     (tmp_path / 'notes.txt').write_text('x')

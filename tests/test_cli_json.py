@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_mlwork
+from conftest import run_mlwork_in_process as run_mlwork  # dozens of calls: through the entry point, in this process
 
 NUMBER = re.compile(r'(?<![\w.@/+-])[-+±]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?(?![\w@])')
 TIMESTAMP = re.compile(r'\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d')
@@ -176,15 +176,17 @@ def test_audit_verify(run):
 
 @pytest.fixture(scope='module')
 def registry(ws):
-    """Two copies of a workspace holding a model with a champion (v1) and a challenger (v2)."""
-    for home in ('reg_a', 'reg_b'):
-        for args in (['init', '--home', home],
-                     ['train', 'a.parquet', '--target', 'repaid', '--exclude', 'id', 'timestamp', '--rounds', '20',
-                      '--register', 'credit', '--alias', 'champion', '--home', home],
-                     ['train', 'a.parquet', '--target', 'repaid', '--exclude', 'id', 'timestamp', '--rounds', '20', '--seed', '1',
-                      '--param', 'num_leaves=7', '--register', 'credit', '--alias', 'challenger', '--home', home]):
-            r = run_mlwork(*args, cwd=ws)
-            assert r.code == 0, (args, r.err)
+    """Two copies of a workspace holding a model with a champion (v1) and a challenger (v2): reg_b is a copy of reg_a
+    (a copied workspace reads its own artifacts, so what one command changes in reg_a is not seen in reg_b)."""
+    home = 'reg_a'
+    for args in (['init', '--home', home],
+                 ['train', 'a.parquet', '--target', 'repaid', '--exclude', 'id', 'timestamp', '--rounds', '20',
+                  '--register', 'credit', '--alias', 'champion', '--home', home],
+                 ['train', 'a.parquet', '--target', 'repaid', '--exclude', 'id', 'timestamp', '--rounds', '20', '--seed', '1',
+                  '--param', 'num_leaves=7', '--register', 'credit', '--alias', 'challenger', '--home', home]):
+        r = run_mlwork(*args, cwd=ws)
+        assert r.code == 0, (args, r.err)
+    shutil.copytree(ws / 'reg_a', ws / 'reg_b')
     return ws
 
 
