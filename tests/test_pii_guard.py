@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import run_mlwork
+from conftest import run_mlwork_in_process
 from mlwork.checks import select_columns
 from mlwork.core import DataError, InvalidParameter
 from mlwork.datasets import load_acs
@@ -35,7 +35,7 @@ def test_generator_pii_columns_are_the_ones_we_expect():
 def test_cli_train_on_credit_with_pii_as_a_new_user(tmp_path):
     """The issue's case: `datasets export --pii`, `ingest`, `train` used name/email/phone/card_number as features."""
     home = ['--home', str(tmp_path / 'ws')]
-    run = lambda *a: run_mlwork(*a, cwd=tmp_path)  # noqa: E731
+    run = lambda *a: run_mlwork_in_process(*a, cwd=tmp_path)  # noqa: E731  (six heavy calls: in this process)
     assert run('init', *home).code == 0
     assert run('datasets', 'export', 'credit', 'c.parquet', '--rows', '3000', '--pii').code == 0
     assert run('ingest', 'credit', 'c.parquet', *home).code == 0
