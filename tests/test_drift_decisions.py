@@ -35,11 +35,13 @@ def _oracle_changed(ref: pl.DataFrame, cur: pl.DataFrame, alpha: float = 0.05) -
     return sorted(n for n, p in zip(names, adj) if p < alpha)
 
 
-def _mild_case(n: int) -> None:
+def _mild_case(n: int, scipy_oracle: bool = True) -> None:
     ref, cur, truth = drift_benchmark(n, mild=True, seed=0)
     res = DriftDetector().fit(ref).score(cur)
     print(res.columns.filter(pl.col('drift')).select('column', 'p_adjusted', 'effect_value', 'effect_low', 'effect_high', 'bar', 'outcome'))
-    assert sorted(res.drifted) == sorted(truth) == _oracle_changed(ref, cur)  # all five changed, nothing else; scipy agrees
+    assert sorted(res.drifted) == sorted(truth)  # all five changed, nothing else (the generator's truth)
+    if scipy_oracle:
+        assert sorted(res.drifted) == _oracle_changed(ref, cur)  # scipy's tests, corrected, agree
     assert res.material == []  # effects 0.03-0.07: under the default bars 0.1 sd and 0.05 TV, by their intervals
     assert set(res.columns.filter(pl.col('drift'))['outcome']) == {'changed'}
     assert (res.columns.filter(pl.col('drift'))['effect_high'] < res.columns.filter(pl.col('drift'))['bar']).all()
@@ -58,7 +60,9 @@ def test_five_mild_drifts_at_1m_are_changed_not_material_and_alarm():
 
 @pytest.mark.slow
 def test_five_mild_drifts_at_10m_are_changed_not_material_and_alarm():
-    _mild_case(10_000_000)   # about a minute and 7.5 GB on 2 cores
+    # about a minute and 7.5 GB on 2 cores; checked against the generator's truth only: scipy's tests on 25 columns of
+    # 2 x 10 M rows took as long again (7.2 of 12.3 s at 1 M), and they are the oracle at 100 k and 1 M above
+    _mild_case(10_000_000, scipy_oracle=False)
 
 
 SIZES = sorted({5_000, 9_000, KS_INDEX_EDGES, KS_MAX_EXACT_N, KS_MAX_EXACT_N + 1, 12_000, 50_000})  # straddle the constants
