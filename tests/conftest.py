@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -51,6 +52,8 @@ def run_mlwork_in_process(*args: str, cwd: Path, env: dict | None = None, timeou
     from mlwork.cli.main import main
     out, err = io.StringIO(), io.StringIO()
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    log = logging.getLogger('mlwork')   # the command sets up its own handler (not propagating): put the logger back after
+    saved_log = (list(log.handlers), log.level, log.propagate)
     os.environ.clear()
     os.environ.update(clean_env(env))
     os.chdir(cwd)
@@ -62,6 +65,7 @@ def run_mlwork_in_process(*args: str, cwd: Path, env: dict | None = None, timeou
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
+        log.handlers[:], log.level, log.propagate = saved_log[0], saved_log[1], saved_log[2]
     return Run(code, out.getvalue(), err.getvalue())
 
 

@@ -293,3 +293,19 @@ def test_broken_pipe_exits_0_quietly(cli, tmp_path, early_close):
     err = p.stderr.read().decode()
     assert p.wait(timeout=300) == 0, err
     assert err == ''
+
+
+def test_in_process_runner_answers_as_the_executable_and_leaves_logging_as_it_was(cli, cli_in_process, tmp_path, caplog):
+    """The in-process runner the heavy tests use gives the executable's exit code and output, and puts the `mlwork`
+    logger back (the command installs its own, non-propagating handler), so later tests still see the logs."""
+    import logging
+    log = logging.getLogger('mlwork')
+    before = (list(log.handlers), log.level, log.propagate)
+    inside, outside = cli_in_process('init', '--home', 'a', '--json'), cli('init', '--home', 'b', '--json')
+    assert inside.code == outside.code == 0 and 'created signing key' in inside.err
+    assert inside.json().keys() == outside.json().keys()
+    assert (cli_in_process('models', 'show', 'nope', '--home', 'a').code, cli('models', 'show', 'nope', '--home', 'b').code) == (2, 2)
+    assert (list(log.handlers), log.level, log.propagate) == before
+    caplog.set_level(logging.INFO)
+    logging.getLogger('mlwork.anything').info('seen after an in-process call')
+    assert 'seen after an in-process call' in caplog.text
