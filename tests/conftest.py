@@ -65,7 +65,8 @@ def run_mlwork_in_process(*args: str, cwd: Path, env: dict | None = None, timeou
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
-        log.handlers[:], log.level, log.propagate = saved_log[0], saved_log[1], saved_log[2]
+        log.handlers[:], log.propagate = saved_log[0], saved_log[2]
+        log.setLevel(saved_log[1])   # setLevel, not the attribute: it also clears the loggers' cached levels
     return Run(code, out.getvalue(), err.getvalue())
 
 
