@@ -162,6 +162,38 @@ def test_pii_never_reaches_disk_and_pseudonyms_join(ws):
         assert stat.S_IMODE(p.stat().st_mode) == (0o700 if p.is_dir() else 0o600), p
 
 
+def test_a_durable_write_does_not_wait_for_a_delta_move(ws):
+    "The mover holds `private_umask`'s process lock for a whole Delta write; opening a new WAL segment must not need it."
+    import threading
+
+    from mlwork.core import private_umask
+    log = PredictionLog(ws, MODEL, commit_s=60)
+    holding, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def mover() -> None:  # what `_move_stream` does for the length of a `write_deltalake`
+        with private_umask():
+            holding.set()
+            release.wait(60)
+    t = threading.Thread(target=mover)
+    t.start()
+    holding.wait(10)
+    old = os.umask(0o022)  # a permissive umask: the segment must still be private
+    try:
+        w = threading.Thread(target=lambda: (_write(log, [_rec('during-move', age=1)]), done.set()))
+        w.start()
+        answered = done.wait(30)  # liveness, not speed: without the fix the write waits until `release`
+        segments = list((serve_dir(ws, MODEL) / 'wal').glob('*.wal'))
+    finally:
+        os.umask(old)
+        release.set()
+        t.join()
+    w.join()
+    assert answered, 'a durable write waited for the lock a Delta move holds'
+    assert segments and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in segments)
+    log.close()
+    assert read_predictions(ws, MODEL)['request_id'].to_list() == ['during-move']
+
+
 def test_schema_merge_when_a_feature_is_added(ws):
     with PredictionLog(ws, MODEL) as v1:
         _write(v1, [_rec('v1', age=40, city='Oslo')])

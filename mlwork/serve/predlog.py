@@ -630,7 +630,9 @@ def _recover_segments(ws: Workspace, model: str) -> int:
     wal = folder / 'wal'
     if not wal.is_dir():
         return 0
-    with private_umask(), open(wal / '.recover.lock', 'a+b') as lock:
+    # 0600 by its mode, not under `private_umask`: its process-wide lock would be held while waiting for another
+    # recoverer and through the moves, and the flusher needs no lock to open a segment (see `_Stream.append`)
+    with open(os.open(wal / '.recover.lock', os.O_RDWR | os.O_CREAT, 0o600), 'a+b') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one recoverer at a time; released when this process ends
         streams: dict[str, list[tuple[int, Path]]] = {}
         for f in wal.iterdir():
@@ -656,8 +658,9 @@ class _Stream:
         "Append complete lines; `fdatasync` when `sync`. A failed write is cut off, so no torn line stays."
         if self.fd < 0:
             self.path = self.wal / f'{self.app_id}-{self.base:016d}.wal'
-            with private_umask():
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            # mode 0600 whatever the umask (a umask only takes bits away); not `private_umask`, whose lock the mover
+            # holds for a whole Delta write: a new segment would wait for the move, and every durable answer with it
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             if sync:  # make the new name itself durable
                 dir_fd = os.open(self.wal, os.O_RDONLY)
                 try:
