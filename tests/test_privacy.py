@@ -215,6 +215,16 @@ def test_apply_policy_actions() -> None:
     assert people()['email'].to_list()[0] == 'a@x.org'  # the input is not changed
 
 
+@pytest.mark.parametrize('key_len', [16, 32, 64, 65, 200])  # keys past SHA-256's 64-byte block are hashed first
+def test_tokens_are_hmac_sha256_for_every_key_length(key_len: int) -> None:
+    key = bytes(range(256))[:key_len]
+    values = ['a@x.org', '', 'ünïcödé 🙂', 'x' * 1000, '1', None, 'a@x.org']
+    got = PseudonymKey.from_bytes(key).tokens(pl.Series('v', values)).to_list()
+    oracle = [None if v is None else 'pii_' + hmac.new(key, v.encode(), hashlib.sha256).hexdigest()[:20] for v in values]
+    assert got == oracle
+    assert got[0] == PseudonymKey.from_bytes(key).token('a@x.org')  # the one-value path agrees
+
+
 def test_policy_bad_input() -> None:
     p = people()
     with pytest.raises(DataError, match=r"not in the frame: 'phone', 'ssn'; the frame's columns are email, age, height"):
