@@ -69,6 +69,7 @@ def _keys(n_keys: int) -> tuple[Any, list[str]]:
 
 def cases(rows: int, peer_rows: int, seed: int) -> list[Case]:
     import numpy as np
+    import polars as pl
 
     from mlwork.serve.scoring import FeatureSchema
     model, samples = _model_and_rows(seed)
@@ -77,7 +78,7 @@ def cases(rows: int, peer_rows: int, seed: int) -> list[Case]:
     for r in samples[:20]:  # the same matrix, and the model's own encoding of the row
         ours = schema.rows_to_matrix([r])
         np.testing.assert_array_equal(ours, pandas_row(r))
-        np.testing.assert_array_equal(ours, model.matrix(__import__('polars').DataFrame([r])))
+        np.testing.assert_array_equal(ours, model.matrix(pl.DataFrame([r])))
     k = len(samples)
 
     def encode_ours() -> None:
