@@ -319,7 +319,9 @@ class PseudonymKey:
         s = values if values.dtype == pl.String else values.cast(pl.String)
         distinct = s.drop_nulls().unique()
         key, prefix, n = self._key, self.PREFIX, self.HEX_CHARS // 2
-        inner, outer = _hmac_pads(key)  # HMAC as RFC 2104 defines it, the key's pads hashed once: 2.2x `hmac.digest` a value
+        # HMAC as RFC 2104 defines it (and CPython's pure-Python `hmac` computes it), the key's pads hashed once: per
+        # value 2.9x `hmac.digest` and 1.8x `hmac.new(key, digestmod=sha256).copy()` (600 k values: 1.51, 0.91, 0.51 s)
+        inner, outer = _hmac_pads(key)
         def mac(v: str) -> str:
             h, o = inner.copy(), outer.copy()
             h.update(v.encode())
