@@ -493,3 +493,51 @@ def test_torn_arrow_record_at_the_end_is_ignored(ws, caplog):
     assert 'fails its checksum' in caplog.text
     _dead_segment(ws, 'whole', data)
     assert recover(ws, 'whole') == 30
+
+
+class _Model:  # what `log_frame` reads of a scorer: its features and their kinds, name and version
+    features = ['age', 'income', 'city', 'email']
+    kinds = {'age': 'numeric', 'income': 'numeric', 'city': 'categorical', 'email': 'categorical'}
+
+
+class _Scorer:
+    model, name, version = _Model, MODEL, 4
+
+
+@pytest.mark.parametrize('pii', [(), ('email', 'entity_key', 'income')])
+@pytest.mark.parametrize('body', ['arrow', 'json'])
+def test_the_services_checked_frames_equal_fully_checked_ones(ws, body, pii):
+    """A batch's frame from `log_frame` (NaN, infinities, nulls, keys, reasons, multiclass, a split batch) written with
+    `checked=True` gives the same WAL lines as the full check and casts of the same records."""
+    import pyarrow as pa
+    from mlwork.serve.app import Batch, log_frame
+    from mlwork.serve.predlog import _frame_lines
+    n = 50
+    rows = [{'age': [float('nan'), float('inf'), None, 30.0][i % 4] if i % 3 else 41.0, 'income': i * 1000,
+             'city': ['Oslo', None, 'Bergen'][i % 3], 'email': f'u{i % 5}@x.org', 'extra': 'dropped'} for i in range(n)]
+    table = pa.Table.from_pylist(rows)
+    batch = Batch(rows if body == 'json' else None, None if body == 'json' else table,
+                  [None if i % 6 == 0 else f'CUST-{i % 7}' for i in range(n)], 0)
+    cases = [({'prediction': [i / n for i in range(n)], 'label': ['yes' if i % 2 else 'no' for i in range(n)]}, list(range(n))),
+             ({'prediction': [0.5] * 20, 'probabilities': [[0.2, 0.3, 0.5]] * 20, 'label': [2] * 20,
+               'reasons': [[{'feature': 'email', 'value': 'u1@x.org', 'contribution': 0.5}]] * 20}, list(range(5, 45, 2)))]
+    fast = PredictionLog(ws, MODEL, pii=list(pii), commit_s=60)
+    full = PredictionLog(ws, MODEL, pii=list(pii), commit_s=60)
+    try:
+        for cols, idx in cases:
+            frame = log_frame(batch, idx, 'req', _Scorer, 'challenger', cols, 2.5)
+            got, rows_got = _frame_lines(fast, frame, checked=True)
+            as_user = frame.with_columns(pl.col('ts').cast(pl.Datetime('us', 'UTC')), model=pl.lit(MODEL))
+            want, rows_want = _frame_lines(full, as_user)
+            assert rows_got == rows_want == len(idx)
+            assert got.schema == want.schema and got.equals(want)
+            assert got['request_id'].to_list() == [f'req:{i}' for i in idx]
+            ages = got['features'].struct.field('age').to_list()
+            assert all(a is None or a in (30.0, 41.0) for a in ages) and None in ages  # NaN and inf: missing
+            if pii:
+                assert not any('@x.org' in str(v) for v in got['features'].struct.field('email').to_list())
+                assert not got['reasons'].drop_nulls().str.contains('@x.org').any()
+        with pytest.raises(DataError, match="checked prediction frame has the lines' columns.*found request_id: String"):
+            _frame_lines(fast, as_user, checked=True)
+    finally:
+        fast.close(); full.close()
