@@ -495,29 +495,38 @@ def test_torn_arrow_record_at_the_end_is_ignored(ws, caplog):
     assert recover(ws, 'whole') == 30
 
 
-class _Model:  # what `log_frame` reads of a scorer: its features and their kinds, name and version
-    features = ['age', 'income', 'city', 'email']
-    kinds = {'age': 'numeric', 'income': 'numeric', 'city': 'categorical', 'email': 'categorical'}
-
-
-class _Scorer:
-    model, name, version = _Model, MODEL, 4
+def _scorer():
+    "What `log_frame` reads of a scorer: its name, version and feature schema (numbers, a boolean, categories)."
+    from types import SimpleNamespace
+    from mlwork.serve.scoring import FeatureSchema
+    feats = ['age', 'income', 'vip', 'city', 'email']
+    schema = FeatureSchema(feats, {'age': 'numeric', 'income': 'numeric', 'vip': 'numeric', 'city': 'categorical',
+                                   'email': 'categorical'},
+                           {'city': ['Bergen', 'Oslo'], 'email': [f'u{i}@x.org' for i in range(5)]},
+                           {f: True for f in feats}, frozenset({'vip'}))
+    return SimpleNamespace(name=MODEL, version=4, schema=schema)
 
 
 @pytest.mark.parametrize('pii', [(), ('email', 'entity_key', 'income')])
 @pytest.mark.parametrize('body', ['arrow', 'json'])
 def test_the_services_checked_frames_equal_fully_checked_ones(ws, body, pii):
-    """A batch's frame from `log_frame` (NaN, infinities, nulls, keys, reasons, multiclass, a split batch) written with
-    `checked=True` gives the same WAL lines as the full check and casts of the same records."""
+    """A batch's frame from `log_frame` (NaN, infinities, nulls, a boolean, categories, keys, reasons, multiclass, a
+    split batch) has the features the request sent, and written with `checked=True` gives the same WAL lines as the
+    full check and casts of the same records."""
     import pyarrow as pa
     from mlwork.serve.app import Batch, log_frame
     from mlwork.serve.predlog import _frame_lines
     n = 50
-    rows = [{'age': [float('nan'), float('inf'), None, 30.0][i % 4] if i % 3 else 41.0, 'income': i * 1000,
+    bad = [float('nan'), float('inf'), None, 30.0] if body == 'arrow' else [float('nan'), None, None, 30.0]
+    rows = [{'age': bad[i % 4] if i % 3 else 41.0, 'income': i * 1000, 'vip': i % 2 == 0,
              'city': ['Oslo', None, 'Bergen'][i % 3], 'email': f'u{i % 5}@x.org', 'extra': 'dropped'} for i in range(n)]
     table = pa.Table.from_pylist(rows)
     batch = Batch(rows if body == 'json' else None, None if body == 'json' else table,
                   [None if i % 6 == 0 else f'CUST-{i % 7}' for i in range(n)], 0)
+    scorer = _scorer()
+    sent = pl.DataFrame(rows).select(  # the features as sent, typed as the log keeps them (built without the matrix)
+        age=pl.when(pl.col('age').is_finite()).then(pl.col('age')), income=pl.col('income').cast(pl.Float64),
+        vip=pl.col('vip').cast(pl.Float64), city='city', email='email')
     cases = [({'prediction': [i / n for i in range(n)], 'label': ['yes' if i % 2 else 'no' for i in range(n)]}, list(range(n))),
              ({'prediction': [0.5] * 20, 'probabilities': [[0.2, 0.3, 0.5]] * 20, 'label': [2] * 20,
                'reasons': [[{'feature': 'email', 'value': 'u1@x.org', 'contribution': 0.5}]] * 20}, list(range(5, 45, 2)))]
@@ -525,7 +534,8 @@ def test_the_services_checked_frames_equal_fully_checked_ones(ws, body, pii):
     full = PredictionLog(ws, MODEL, pii=list(pii), commit_s=60)
     try:
         for cols, idx in cases:
-            frame = log_frame(batch, idx, 'req', _Scorer, 'challenger', cols, 2.5)
+            frame = log_frame(batch, idx, 'req', scorer, 'challenger', cols, 2.5, batch.matrix(scorer, idx))
+            assert frame['features'].struct.unnest().to_dicts() == sent[idx].to_dicts()
             got, rows_got = _frame_lines(fast, frame, checked=True)
             as_user = frame.with_columns(pl.col('ts').cast(pl.Datetime('us', 'UTC')), model=pl.lit(MODEL))
             want, rows_want = _frame_lines(full, as_user)

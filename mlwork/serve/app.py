@@ -612,17 +612,6 @@ class Batch:
         part = self._part(idx)
         return scorer.schema.rows_to_matrix(part) if self.rows is not None else scorer.schema.table_to_matrix(part)
 
-    def features(self, scorer: Scorer, idx: list[int]) -> Any:
-        "The model's features of rows `idx` as a polars frame for the log: numbers Float64 (NaN and infinities null), categories String."
-        import polars as pl
-        part = self._part(idx)
-        frame = pl.from_dicts(part, infer_schema_length=None) if self.rows is not None else pl.DataFrame(pl.from_arrow(part))
-        kinds = scorer.model.kinds
-        out = frame.select([(pl.col(f).cast(pl.Float64) if kinds[f] == 'numeric' else pl.col(f).cast(pl.String)) if f in frame.columns
-                            else pl.lit(None, pl.Float64 if kinds[f] == 'numeric' else pl.String).alias(f) for f in scorer.model.features])
-        import numpy as np  # NaN and infinities become missing, as the log's own check makes them; numpy finds them 6x faster
-        odd = [f for f in scorer.model.features if kinds[f] == 'numeric' and not np.isfinite(out[f].to_numpy()).all()]
-        return out.with_columns(pl.when(pl.col(f).is_finite()).then(pl.col(f)).alias(f) for f in odd) if odd else out
 
 def parse_batch(content_type: str, body: bytes, key: str | None, explain: int, max_rows: int) -> Batch:
     "A batch body (JSON `{rows, key, explain}`, Arrow IPC stream or Parquet) as a `Batch`; `RequestInvalid`/HTTP errors name the problem."
@@ -694,9 +683,11 @@ def _request_ids(rid: str, idx: list[int]) -> Any:
     part = _suffixes[0].head(n) if n == len(idx) else _suffixes[0].gather(idx)  # every row: the first n
     return pl.select(pl.concat_str(pl.lit(rid), part)).to_series().alias('request_id')
 
-def log_frame(batch: Batch, idx: list[int], rid: str, scorer: Scorer, arm: str, cols: dict[str, list[Any]], latency_ms: float) -> Any:
+def log_frame(batch: Batch, idx: list[int], rid: str, scorer: Scorer, arm: str, cols: dict[str, list[Any]], latency_ms: float,
+              x: Any) -> Any:
     """The prediction-log records of rows `idx` of a batch (request id `<rid>:<row>`), built in the log's line types
-    (`LINE_SCHEMA`, for `write_frame(..., checked=True)`): every value valid by construction."""
+    (`LINE_SCHEMA`, for `write_frame(..., checked=True)`): every value valid by construction. The features come from
+    the rows' matrix `x` (`FeatureSchema.matrix_frame`): a JSON batch is not parsed into a frame a second time."""
     import polars as pl
     n = len(idx)
     reasons, labels, probs = cols.get('reasons'), cols.get('label'), cols.get('probabilities')
@@ -711,7 +702,7 @@ def log_frame(batch: Batch, idx: list[int], rid: str, scorer: Scorer, arm: str, 
         'probabilities': pl.Series(probs, dtype=pl.List(pl.Float64)) if probs is not None and any(v is not None for v in probs) else None,
         'label': label,
         'reasons': pl.Series([json.dumps(r) if r else None for r in reasons], dtype=pl.String) if reasons else None}
-    given = {c: v for c, v in data.items() if v is not None} | {'features': batch.features(scorer, idx).to_struct()}
+    given = {c: v for c, v in data.items() if v is not None} | {'features': scorer.schema.matrix_frame(x).to_struct()}
     consts = {'version': scorer.version, 'arm': arm, 'latency_ms': latency_ms, 'ts': time.time_ns() // 1000}
     finite = lambda e: pl.when(e.is_finite()).then(e)
     return pl.DataFrame(given).select(
@@ -744,7 +735,8 @@ def score_batch(svc: Service, batch: Batch, rid: str) -> tuple[dict[str, Any], l
     frames = []
     for arm, scorer, idx in jobs:
         try:
-            cols = _columns(scorer, batch.matrix(scorer, idx), batch.explain if arm != 'shadow' else 0)
+            x = batch.matrix(scorer, idx)
+            cols = _columns(scorer, x, batch.explain if arm != 'shadow' else 0)
         except RequestInvalid as e:
             if arm == 'shadow':
                 log.warning('shadow scoring of batch %s failed: %s', rid, e)
@@ -753,7 +745,7 @@ def score_batch(svc: Service, batch: Batch, rid: str) -> tuple[dict[str, Any], l
                 err['row'] = idx[err['row']] if isinstance(err.get('row'), int) else err.get('row')
             raise
         if svc.log is not None:
-            frames.append(log_frame(batch, idx, rid, scorer, arm, cols, (time.perf_counter() - t0) * 1e3))
+            frames.append(log_frame(batch, idx, rid, scorer, arm, cols, (time.perf_counter() - t0) * 1e3, x))
         if arm != 'shadow':
             for k, v in cols.items():
                 if not split:

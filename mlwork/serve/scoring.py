@@ -247,6 +247,19 @@ class FeatureSchema:
         "The matrix of a table (Arrow or polars), vectorised; equal to `TrainedModel.matrix` of the same rows."
         return _encode_table(self, table)
 
+    def matrix_frame(self, x: np.ndarray) -> pl.DataFrame:
+        "The features of a matrix (from `rows_to_matrix`/`table_to_matrix`) as the prediction log keeps them: numbers Float64, NaN and infinities null, categories their text."
+        cols = []
+        for j, (name, kind, _, _) in enumerate(self._plan):
+            v = np.ascontiguousarray(x[:, j], dtype=np.float64)
+            if kind == _CAT:  # every code is a known category's (the request check refuses others)
+                codes = pl.Series(v, nan_to_null=True).cast(pl.UInt32)
+                cols.append(pl.Series(name, self.categories.get(name, []), dtype=pl.String).gather(codes))
+            else:
+                s = pl.Series(name, v)
+                cols.append(s if np.isfinite(v).all() else pl.select(pl.when(s.is_finite()).then(s)).to_series().alias(name))
+        return pl.DataFrame(cols) if cols else pl.DataFrame(height=x.shape[0])
+
     def extra_fields(self, row: Mapping[str, Any]) -> list[str]:
         "The fields of `row` that are not features (they are ignored)."
         return [k for k in row if k not in self.kinds]
