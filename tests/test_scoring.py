@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import shutil
 import threading
 import time
@@ -431,3 +432,34 @@ def test_nullability_from_contract_else_training_null_counts(reg, credit):
     facts = training_facts(ws, m)
     assert facts.nullable['age'] is True and 'contract' in facts.source
     assert Scorer.load(reg, 'loans', 1).schema.rows_to_matrix([row]).shape == (1, 3)
+
+
+def test_slots_ask_the_registry_only_when_its_files_changed(reg, versions, monkeypatch):
+    reg.register(versions[0], 'credit'); reg.register(versions[1], 'credit')
+    reg.promote('credit', 1)
+    db = reg.workspace.path('models') / 'mlflow.db'
+
+    def settle():  # as if the last write were a minute ago (a stamp written within 2 s is never trusted)
+        for p in db.parent.glob('mlflow.db*'):
+            t = time.time() - 60
+            os.utime(p, (t, t))
+    settle()
+    slots = ModelSlots(reg, 'credit')
+    calls: list[tuple] = []
+    show = Registry.show
+    monkeypatch.setattr(Registry, 'show', lambda self, *a, **k: calls.append(a) or show(self, *a, **k))
+    assert slots.refresh() is False and calls == []                     # nothing written: MLflow not asked
+    reg.promote('credit', 2)                                             # a write, however soon after
+    assert slots.refresh() is True and slots.current()[0].version == 2 and calls
+    calls.clear()
+    assert slots.refresh() is False and calls                            # written within 2 s: asked again
+    settle(); calls.clear()
+    assert slots.refresh() is False and calls                            # the files' stamp moved: asked once more
+    calls.clear()
+    assert slots.refresh() is False and calls == []
+    reg.unset_alias('credit', 'champion')                                # a write that empties the slot
+    assert slots.refresh() is False and 'no champion' in slots.last_error
+    settle(); calls.clear()
+    assert slots.refresh() is False and calls                            # a refresh with a problem is never skipped
+    calls.clear()
+    assert slots.refresh() is False and calls

@@ -11,6 +11,7 @@ import json
 import math
 import reprlib
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import pyarrow as pa
 from ..checks import Instance, Interval, Options, check_param
 from ..core import DataError, MlworkError, NotFound, Workspace, param_error, redact
 from ..models.registry import Registry
+from ..models.tracking import default_tracking_uri
 from ..models.train import TrainedModel, encode_categorical
 
 # %% auto #0
@@ -536,9 +538,33 @@ def _alias_version(registry: Registry, name: str, alias: str) -> int | None:
     except NotFound:
         return None
 
+_QUIET_NS = 2_000_000_000  # a file written this recently is never trusted unchanged: its timestamp is coarse (a jiffy)
+
+def _registry_stamp(registry: Registry) -> tuple[Any, ...] | None:
+    "The embedded sqlite registry's files as they are now (every write changes it); None when that cannot tell."
+    if registry.tracking_uri != default_tracking_uri(registry.workspace):
+        return None  # a server or another database: only asking it tells
+    db = registry.workspace.path('models') / 'mlflow.db'
+    now, stamp = time.time_ns(), list[tuple[int, ...] | None]()
+    for p in (db, db.with_name(db.name + '-wal'), db.with_name(db.name + '-journal')):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            stamp.append(None)
+            continue
+        if now - st.st_mtime_ns < _QUIET_NS:
+            return None
+        stamp.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(stamp)
+
 def _refresh(slots: ModelSlots) -> bool:
     "`ModelSlots.refresh`."
     with slots._lock:
+        # taken before the reads, so a write during them changes the next stamp; while the registry's files stay as
+        # they were when everything loaded, nothing moved (a refresh through MLflow costs ~45 ms of CPU, once a second)
+        stamp = _registry_stamp(slots.registry)
+        if stamp is not None and stamp == slots._stamp:
+            return False
         old = slots._snapshot
         loaded = {s.version: s for s in (old or ()) if s is not None}
         errors: list[str] = []
@@ -565,6 +591,7 @@ def _refresh(slots: ModelSlots) -> bool:
             except MlworkError as e:  # the old model keeps serving this slot
                 errors.append(f"{alias}: {redact(str(e))}")
         slots.last_error = '; '.join(errors) or None
+        slots._stamp = stamp if not errors else None  # a failed load is retried at every refresh
         if champ is None:
             return False
         changed = old is None or champ is not old[0] or chal is not old[1]
@@ -588,6 +615,7 @@ class ModelSlots:
         self.last_error: str | None = None  # why the last refresh could not load a version (None: all loaded)
         self.accept: Callable[[Scorer], None] | None = None  # checks a newly loaded version; MlworkError refuses it
         self.generation = 0  # swaps so far
+        self._stamp: tuple[Any, ...] | None = None  # the registry's files at the last refresh that loaded everything
         self.refresh()
 
     @property
