@@ -49,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -187,6 +188,25 @@ class Server:
             time.sleep(0.25)
         msg = f'{self.side} (w={self.workers}) not ready after {timeout:.0f} s; log: {self.log_path}'
         raise RuntimeError(msg)
+
+    def connections_per_worker(self) -> list[int]:
+        "Established connections on the server's port held by each process of the server, most first (workers keep theirs)."
+        import psutil
+        assert self.proc is not None, 'start() first'
+        counts = []
+        try:
+            procs = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        for p in procs:
+            try:
+                n = sum(1 for c in p.net_connections(kind='tcp')
+                        if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == self.port)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if n:
+                counts.append(n)
+        return sorted(counts, reverse=True)
 
     def cpu_seconds(self) -> float:
         "User + system CPU of the server and all its descendants (processes are remembered, so exited ones keep counting)."
@@ -377,17 +397,22 @@ def measure_single(servers: dict[str, Server], reqs: dict[str, dict[str, Any]], 
                     runner(url, reqs[side], c, args.warmup)
                 load = load_average()
                 cpu0 = srv.cpu_seconds()
+                spread: list[list[int]] = []  # connections per worker, read halfway through the run
+                probe = threading.Timer(args.duration / 2, lambda: spread.append(srv.connections_per_worker()))
+                probe.start()
                 r = runner(url, reqs[side], c, args.duration)
+                probe.join()
                 cpu1 = srv.cpu_seconds()
                 after, settle = settle_cpu(srv)
                 cpu = cpu1 - cpu0 + after
                 r.update(side=side, workers=srv.workers, connections=c, round=rnd + 1, load_avg_1m=load,
                          server_cpu_s=cpu1 - cpu0, server_cpu_after_s=after, settle_s=settle,
-                         cpu_ms_per_request=cpu / r['requests'] * 1e3 if r['requests'] else None)
+                         cpu_ms_per_request=cpu / r['requests'] * 1e3 if r['requests'] else None,
+                         connections_per_worker=spread[0] if spread else None)
                 log(f'  w={srv.workers} c={c:>2} {side:8s}: {r["req_per_s"]:8.1f} req/s  p50 {r["p50_ms"]:7.2f} ms  '
                     f'p99 {r["p99_ms"]:7.2f} ms  non-2xx {r["non_2xx"]}  CPU {r["cpu_ms_per_request"] or 0:.3f} ms/req  '
                     f'(+{after:.2f} s after; load generator {r["loadgen_cpu_s"]:.1f} s CPU) '
-                    f'(load {load or 0:.1f})')
+                    f'(load {load or 0:.1f}; connections per worker {"/".join(map(str, spread[0])) if spread else "?"})')
                 out.append(r)
     return out
 
@@ -653,6 +678,9 @@ def main(argv: list[str] | None = None) -> int:
                 srv.start()
             for side, srv in servers.items():
                 ready = srv.wait_ready()
+                # /ready answers from the first worker up; the others may still be loading, and a run that starts now
+                # finds every connection on that one worker (wrk keeps its connections): wait until all are idle
+                ready += settle_cpu(srv, step=0.5, idle=0.05, limit=120.0)[1]
                 status, answer = post(srv.base + reqs[side]['path'], reqs[side]['body_file'].read_bytes(), reqs[side]['headers'])
                 if status != 200:
                     msg = f'{side} w={w}: a single-row request answered {status}: {answer[:500]!r}'

@@ -243,6 +243,10 @@ def test_two_workers_share_the_log_and_nothing_leaks(ws, tmp_path):
     with ThreadPoolExecutor(8) as pool:
         sent = list(pool.map(call, range(400)))
     text = s.client.get('/metrics', headers=s.headers(ws.keys['viewer'])).text
+    # the workers accept one connection per wake-up (libuv's UV_TCP_SINGLE_ACCEPT), so a burst is shared among them
+    import psutil
+    workers = [p for p in psutil.Process(s.proc.pid).children(recursive=True) if 'spawn_main' in ' '.join(p.cmdline())]
+    assert len(workers) == 2 and all(p.environ().get('UV_TCP_SINGLE_ACCEPT') == '1' for p in workers)
     assert s.stop() == 0
     logged = read_predictions(open_workspace(ws.home), 'credit')
     new = [i for i in logged['request_id'].to_list() if i.startswith('two-')]
