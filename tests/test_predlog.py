@@ -551,3 +551,29 @@ def test_the_services_checked_frames_equal_fully_checked_ones(ws, body, pii):
             _frame_lines(fast, as_user, checked=True)
     finally:
         fast.close(); full.close()
+
+
+def test_durable_writes_of_one_loop_turn_are_one_group_on_the_loop(ws, monkeypatch):
+    "Durable JSON lines are written and fsynced by the event loop itself, one group per turn, before any writer returns."
+    import threading
+    log = PredictionLog(ws, MODEL, flush_ms=0, commit_s=60)
+    on_disk: list[int] = []
+    synced_by: list[threading.Thread] = []
+    fdatasync = os.fdatasync
+    monkeypatch.setattr(os, 'fdatasync', lambda fd: (synced_by.append(threading.current_thread()), fdatasync(fd))[1])
+
+    async def one(i: int) -> None:
+        await log.write([_rec(f'g{i}', age=float(i))])
+        on_disk.append(sum(p.stat().st_size for p in (serve_dir(ws, MODEL) / 'wal').glob('*.wal')))
+
+    async def go() -> threading.Thread:
+        await asyncio.gather(*(one(i) for i in range(20)))                # 20 writers in one turn
+        assert log.fsyncs == 1 and min(on_disk) > 0 and len(set(on_disk)) == 1  # one fsync; all written before the first returned
+        await asyncio.gather(*(one(i) for i in range(20, 25)))
+        assert log.fsyncs == 2
+        return threading.current_thread()
+    assert asyncio.run(go()) is threading.main_thread() and synced_by == [threading.main_thread()] * 2  # not the flusher
+    log.close()
+    with pytest.raises(RuntimeError, match='is closed'):
+        asyncio.run(log.write([_rec('late')]))
+    assert sorted(read_predictions(ws, MODEL)['request_id'].to_list()) == sorted(f'g{i}' for i in range(25))

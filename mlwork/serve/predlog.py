@@ -856,8 +856,7 @@ class PredictionLog:
         self._secret = _pseudonym_key(ws) if self.pii and pii_mode == 'pseudonymise' else b''
         with private_umask():
             (self.folder / 'wal').mkdir(parents=True, exist_ok=True)
-        owner, token = process_owner(), os.urandom(4).hex()
-        self._pid: int = owner['pid']
+        owner, token = process_owner(), os.urandom(4).hex(); self._pid: int = owner['pid']
         self._kinds: dict[str, str] = {}  # feature -> kind seen first
         self._plans: dict[Any, tuple[dict[str, pl.Expr], dict[str, str | None]]] = {}  # frame schema -> `_frame_columns`
         self._streams = {k: _Stream(self.folder / 'wal', k, owner, token) for k in ('pred', 'fb')}
@@ -865,8 +864,9 @@ class PredictionLog:
         self._queue: list[tuple[str, bytes | pl.DataFrame, int]] = []
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._queued = self._seq = self._done = self.fsyncs = 0
-        self._last, self._closing, self._flush_asked, self._closed, self._kick = 0.0, False, False, False, False
+        self._last = self._inline_last = 0.0; self._closing = self._flush_asked = self._closed = self._kick = False
         self._stop, self._commit_now = threading.Event(), threading.Event()
+        self._inline: dict[asyncio.AbstractEventLoop, list[Any]] = {}  # per event loop: this turn's durable lines
         self._threads = [threading.Thread(target=f, args=(self,), daemon=True, name=f'predlog-{n}')
                          for f, n in ((_flush_loop, 'flush'), (_move_loop, 'move'))]
         for t in self._threads:
@@ -912,16 +912,46 @@ class PredictionLog:
     def __exit__(self, *exc: Any) -> None: self.close()
     def __repr__(self) -> str: return f"PredictionLog({self.model!r}, durable={self.durable})"
 
-# %% ../../nbs/40_serve/40b_predlog.ipynb #a3b2964b
-def _enqueue(log: PredictionLog, kind: str, data: bytes | pl.DataFrame, rows: int, waiter: asyncio.Future[None] | None) -> None:
-    "Queue encoded lines for the flusher (with the future to settle once they are on disk)."
+# %% ../../nbs/40_serve/40b_predlog.ipynb #cadcfe8d
+def _check_open(log: PredictionLog) -> None:
+    "`RuntimeError` when `log` cannot take records here: opened before a fork, or closed."
     if os.getpid() != log._pid:
         msg = "This PredictionLog was opened in another process (before a fork); open one in each worker."
         raise RuntimeError(msg)
+    if log._closing:
+        msg = f"The prediction log of {log.model!r} is closed; open a new PredictionLog to write."
+        raise RuntimeError(msg)
+
+def _loop_write(log: PredictionLog, loop: asyncio.AbstractEventLoop) -> None:
+    """Group commit on an event loop's own thread: write and fsync the JSON lines its durable writers queued this turn,
+    then settle their futures. Handing them to the flusher thread and back cost more CPU per request than the fsync
+    (measured with 8 clients on one worker: 0.77 ms of server CPU per request against 0.62, 764 req/s against 858)."""
+    items = log._inline.pop(loop, [])
+    error: BaseException | None = None
+    if log._closed:
+        error = RuntimeError(f"The prediction log of {log.model!r} was closed before these records were written.")
+    else:
+        try:
+            with log._file_lock:
+                for kind, stream in log._streams.items():
+                    mine = [(d, n) for k, d, n, _ in items if k == kind]
+                    if mine:
+                        stream.append(_coalesce([d for d, _ in mine]), sum(n for _, n in mine), True)
+                        log.fsyncs += 1
+                        if stream.rows >= log.commit_rows:
+                            log._commit_now.set()
+            log._inline_last = time.monotonic()
+        except Exception as e:  # the writers get the error
+            error = e
+            _log.error('The prediction log could not write its segment: %s', e)
+    _settle([f for *_, f in items], error)
+
+
+# %% ../../nbs/40_serve/40b_predlog.ipynb #a3b2964b
+def _enqueue(log: PredictionLog, kind: str, data: bytes | pl.DataFrame, rows: int, waiter: asyncio.Future[None] | None) -> None:
+    "Queue encoded lines for the flusher (with the future to settle once they are on disk)."
     with log._cond:
-        if log._closing:
-            msg = f"The prediction log of {log.model!r} is closed; open a new PredictionLog to write."
-            raise RuntimeError(msg)
+        _check_open(log)
         log._queue.append((kind, data, rows))
         log._queued += rows; log._seq += 1
         if waiter is not None:
@@ -941,13 +971,24 @@ def _kick(log: PredictionLog) -> None:
         log._cond.notify_all()
 
 async def _submit(log: PredictionLog, kind: str, data: bytes | pl.DataFrame, rows: int) -> None:
-    "Queue encoded lines; durable: wait until the flusher fsynced them."
+    "Queue encoded lines; durable: wait until they are fsynced (JSON lines by this event loop, frames by the flusher)."
     if not rows:
         return
-    fut = asyncio.get_running_loop().create_future() if log.durable else None
-    _enqueue(log, kind, data, rows, fut)
-    if fut is not None:
-        await fut
+    if not log.durable:
+        return _enqueue(log, kind, data, rows, None)
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    if isinstance(data, bytes):  # one group per loop turn, written by the loop itself: no hand-off to a thread and back
+        _check_open(log)
+        group = log._inline.get(loop)
+        if group is None:
+            group = log._inline[loop] = []
+            wait = log._inline_last + log.flush_ms / 1000 - time.monotonic()  # at most one group per flush_ms
+            loop.call_soon(_loop_write, log, loop) if wait <= 0 else loop.call_later(wait, _loop_write, log, loop)
+        group.append((kind, data, rows, fut))
+    else:
+        _enqueue(log, kind, data, rows, fut)
+    await fut
 
 def _prediction_lines(log: PredictionLog, records: Sequence[Mapping[str, Any]]) -> bytes:
     "The JSON lines of `records` (all checked before any is queued)."
