@@ -249,8 +249,45 @@ def _value_hashes(s: pl.Series, seed: int) -> np.ndarray:
         h = np.where(s.is_null().to_numpy(), _NULL, h).astype(np.uint64)
     return h
 
+# %% ../../nbs/10_data/10a_batches.ipynb #d1e42e62
+_TABLE_MAX = 1 << 16  # distinct values at most for a table of them (its lane values stay in the CPU cache)
+_FEW_SAMPLE = 1 << 14  # rows whose distinct strings are tried first: a low-cardinality column shows them all early
+
+def _few_values(s: pl.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    "For a column with few distinct values: their hashes (then `_NULL`, for nulls) and each row's index into them; else None."
+    n, dt = s.len(), s.dtype
+    if n <= 4096:
+        return None
+    if dt == pl.String:
+        s = s.rechunk()  # polars hashes one chunk faster than many
+        distinct = s.head(_FEW_SAMPLE).drop_nulls().unique()
+        try:  # the cast fails on any value the first rows lack
+            codes = s.cast(pl.Enum(distinct)).to_physical() if distinct.len() * 8 < min(n, _FEW_SAMPLE) else None
+        except pl.exceptions.InvalidOperationError:
+            codes = None
+        if codes is None:
+            distinct = s.drop_nulls().unique()
+            if not 0 < distinct.len() * 8 < n:
+                return None
+            codes = s.cast(pl.Enum(distinct)).to_physical()
+        hashes = _bytes_hash(distinct, _SEEDS[0])
+    elif dt in (pl.Boolean, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.Date) or isinstance(dt, (pl.Datetime, pl.Duration)):
+        phys = s.to_physical().cast(pl.Int64)  # the bits `_value_bits` gives
+        lo, hi = phys.min(), phys.max()
+        if not (isinstance(lo, int) and isinstance(hi, int)) or hi - lo >= min(_TABLE_MAX, n // 8):  # all null, or many values
+            return None
+        with np.errstate(over='ignore'):
+            hashes = _mix((lo + np.arange(hi - lo + 1, dtype=np.int64)).view(np.uint64) ^ np.uint64(_SEEDS[0]))
+        codes = (phys - lo).cast(pl.Int32)  # fewer bytes a row to keep and to read
+    else:
+        return None
+    if s.null_count():
+        codes = codes.cast(pl.Int32).fill_null(len(hashes))
+    return np.append(hashes, _NULL), codes.to_numpy()
+
 # %% ../../nbs/10_data/10a_batches.ipynb #d27e7a16
-_BLOCK = 1 << 15  # rows mixed at a time: the working arrays stay in the CPU cache
+_BLOCK = 1 << 14  # rows hashed at a time: the working arrays (both lanes) stay in the CPU cache
+_SPAN_VALUES = 1 << 22  # values (8 bytes each) taken out of the frame at a time, over all columns not hashed by table
 _K1, _K2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 def _mix_inplace(x: np.ndarray, tmp: np.ndarray) -> None:
@@ -261,39 +298,50 @@ def _mix_inplace(x: np.ndarray, tmp: np.ndarray) -> None:
 
 def _lane_sums(stored: pl.DataFrame) -> list[int]:
     "The two lane sums of a batch in storage types: sums over rows of the mixed row hashes (mod 2^64)."
-    n = stored.height
-    lanes = np.zeros((len(_SEEDS), n), dtype=np.uint64)
-    value, lane, tmp = (np.empty(min(n, _BLOCK), dtype=np.uint64) for _ in range(3))
+    n, block = stored.height, min(stored.height, _BLOCK)
+    tables, columns = [], []
     with np.errstate(over='ignore'):
-        for name in stored.columns:  # one value hash per value, mixed with a different tag per lane, block by block
+        for name in stored.columns:  # each value's hash mixed with the column's tag for each lane
             s = stored[name]
-            bits, mixed = _value_bits(s, _SEEDS[0])
-            nulls = s.is_null().to_numpy() if s.null_count() else None
-            tags = [np.uint64(int.from_bytes(hashlib.sha256(f'{seed}\0{name}\0{_type_tag(s.dtype)}'.encode()).digest()[:8], 'little'))
-                    for seed in _SEEDS]
-            for lo in range(0, n, _BLOCK):
+            tags = np.array([[int.from_bytes(hashlib.sha256(f'{seed}\0{name}\0{_type_tag(s.dtype)}'.encode()).digest()[:8], 'little')]
+                             for seed in _SEEDS], dtype=np.uint64)
+            if (few := _few_values(s)) is not None:  # each distinct value's lane values once; rows gather them below
+                table = few[0][None, :] ^ tags
+                _mix_inplace(table, np.empty_like(table))
+                tables.append((table, few[1]))
+            else:
+                columns.append((s, tags))
+        acc, lane, tmp = (np.empty((len(_SEEDS), block), dtype=np.uint64) for _ in range(3))
+        value, scratch = np.empty(block, dtype=np.uint64), np.empty(block, dtype=np.uint64)
+        sums = np.zeros(len(_SEEDS), dtype=np.uint64)
+        span = max(1, _SPAN_VALUES // max(1, len(columns)) // _BLOCK) * _BLOCK
+        for start in range(0, n, span):  # the other columns' values a span of rows at a time: memory stays bounded
+            part = []
+            for s, tags in columns:
+                piece = s.slice(start, span)
+                part.append((*_value_bits(piece, _SEEDS[0]), piece.is_null().to_numpy() if piece.null_count() else None, tags))
+            for lo in range(start, min(start + span, n), _BLOCK):  # a block of rows through every column, then mixed and summed
                 hi = min(lo + _BLOCK, n)
-                v, w, t = value[:hi - lo], lane[:hi - lo], tmp[:hi - lo]
-                if mixed:
-                    v[...] = bits[lo:hi]
-                else:
-                    np.bitwise_xor(bits[lo:hi], np.uint64(_SEEDS[0]), out=v)
-                    _mix_inplace(v, t)
-                if nulls is not None:
-                    np.putmask(v, nulls[lo:hi], _NULL)
-                for k, tag in enumerate(tags):
-                    np.bitwise_xor(v, tag, out=w)
+                a, w, t, v = acc[:, :hi - lo], lane[:, :hi - lo], tmp[:, :hi - lo], value[:hi - lo]
+                a.fill(0)
+                for table, codes in tables:
+                    np.take(table, codes[lo:hi], axis=1, out=w)
+                    a += w
+                for bits, mixed, nulls, tags in part:
+                    b, m = bits[lo - start:hi - start], (None if nulls is None else nulls[lo - start:hi - start])
+                    if mixed:
+                        v[...] = b
+                    else:
+                        np.bitwise_xor(b, np.uint64(_SEEDS[0]), out=v)
+                        _mix_inplace(v, scratch[:hi - lo])
+                    if m is not None:
+                        np.putmask(v, m, _NULL)
+                    np.bitwise_xor(v, tags, out=w)
                     _mix_inplace(w, t)
-                    lanes[k, lo:hi] += w
-        sums = [0] * len(_SEEDS)
-        for k in range(len(_SEEDS)):
-            for lo in range(0, n, _BLOCK):
-                hi = min(lo + _BLOCK, n)
-                w, t = lane[:hi - lo], tmp[:hi - lo]
-                w[...] = lanes[k, lo:hi]
-                _mix_inplace(w, t)
-                sums[k] = (sums[k] + int(w.sum(dtype=np.uint64))) & _M64
-    return sums
+                    a += w
+                _mix_inplace(a, t)
+                sums += a.sum(axis=1, dtype=np.uint64)
+    return [int(x) for x in sums]
 
 def _digest(schema: dict[str, str], rows: int, sums: Sequence[int]) -> str:
     "The content hash from a batch's column types, row count and lane sums."
