@@ -981,8 +981,9 @@ def serve(config: ServeConfig) -> None:
             os.environ['PROMETHEUS_MULTIPROC_DIR'] = str(metrics_dir)
         if single:
             # the workers share one listening socket, and libuv (uvloop) accepts every waiting connection in the worker
-            # that wakes first: a client pool opening 8 connections at once put all 8 on one worker in most tries
-            # (measured: 4/4 in 1 of 8 tries; 6 of 8 with one accept per wake-up), and keep-alive connections stay
+            # that wakes first: a client pool opening 8 connections at once split them unevenly (measured, both workers
+            # started: 4/4 in 1 of 8 tries, 6/2 or worse in 4; with one accept per wake-up 4/4 in 5 of 8, 6/2 in 1),
+            # and keep-alive connections stay where they landed
             os.environ['UV_TCP_SINGLE_ACCEPT'] = '1'
         try:
             uvicorn.run('mlwork.serve.app:app_from_env', factory=True, host=config.host, port=config.port,
